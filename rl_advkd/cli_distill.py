@@ -1,0 +1,164 @@
+"""Subcommands ``distill`` and ``evaluate`` of the command line."""
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+import zipfile
+import json
+from pathlib import Path
+
+from rl_advkd.errors import UsageError
+from rl_advkd.profiles import DistillConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """Add one option per dataclass field; the default ``None`` means "take the profile's value"."""
+    for field in dataclasses.fields(config_class):
+        kind = typing.get_origin(field.type) or field.type
+        help_text = field.metadata.get("help", "") + " (default: the profile's)"
+        if kind is bool:
+            parser.add_argument(_option(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is list:
+            parser.add_argument(_option(field.name), default=None, help=help_text + "; comma-separated")
+        else:
+            parser.add_argument(_option(field.name), type=kind, default=None, help=help_text)
+
+
+def _apply_overrides(config, args: argparse.Namespace):
+    """Return ``config`` with every option the user passed on the command line."""
+    changes = {}
+    for field in dataclasses.fields(config):
+        value = getattr(args, field.name, None)
+        if value is None:
+            continue
+        if (typing.get_origin(field.type) or field.type) is list:
+            value = [item.strip() for item in value.split(",") if item.strip()]
+            if field.name == "net_arch":
+                from rl_advkd.profiles import check_net_arch
+
+                value = check_net_arch(args.net_arch)
+        changes[field.name] = value
+    return dataclasses.replace(config, **changes)
+
+
+def _add_distill(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "distill",
+        help="distill a teacher into a compact robust student (the main job)",
+        description="Distill a teacher into a compact student with L = L_soft + λ·L_adv, then evaluate both.",
+    )
+    parser.add_argument("--env", default="Hopper-v5", help="Gymnasium env id (default: %(default)s)")
+    parser.add_argument("--teacher", help="teacher folder or model .zip (default: the shipped teacher of --env)")
+    parser.add_argument("--profile", help="task profile YAML (default: envs/<ENV>.yaml)")
+    parser.add_argument("--epsilon", type=float, help="ℓ∞ attack budget in normalized units (default: the profile's)")
+    parser.add_argument("--run-dir", help="output folder (default: runs/<ENV>/advkd-seed<SEED>-<TIME>)")
+    parser.add_argument("--timesteps", dest="total_timesteps", type=int, help=argparse.SUPPRESS)
+    _add_config_options(parser, DistillConfig)
+    parser.set_defaults(handler=_run_distill)
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    from rl_advkd.distill import default_run_dir, run_distillation
+    from rl_advkd.profiles import check_epsilon, load_profile
+
+    if args.epsilon is not None:
+        check_epsilon(args.epsilon)
+    profile = load_profile(args.env, args.profile)
+    config = _apply_overrides(profile.distill, args)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env, config.seed)
+
+    record = run_distillation(
+        profile, config, run_dir, teacher_path=args.teacher, epsilon=args.epsilon, progress_bar=sys.stderr.isatty()
+    )
+    print((run_dir / "results.md").read_text())
+    print(f"run folder: {run_dir} (student.zip, config.yaml, command.txt, logs/, results.json, results.md)")
+    print(f"training took {record['train_seconds']:.0f} s for {record['total_timesteps']} steps")
+    return 0
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a teacher or a student under observation attacks",
+        description="Run deterministic episodes under each attack and write results.json and results.md.",
+    )
+    parser.add_argument("--policy", required=True, help="student .zip, or a teacher folder or model .zip")
+    parser.add_argument("--env", default="Hopper-v5", help="Gymnasium env id (default: %(default)s)")
+    parser.add_argument("--attacks", default="natural,random,mad", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--epsilon", type=float, help="ℓ∞ attack budget in normalized units (default: the profile's)")
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per attack (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: %(default)s)")
+    parser.add_argument("--profile", help="task profile YAML (default: envs/<ENV>.yaml)")
+    parser.add_argument("--out", default="results.json", help="results JSON; the table goes next to it as .md")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def is_student_zip(path: Path) -> bool:
+    """Tell a student saved by AdvKD from a teacher by the JSON part of the zip (no pickle is run)."""
+    if path.suffix != ".zip" or not path.is_file():
+        return False
+    with zipfile.ZipFile(path) as archive:
+        if "data" not in archive.namelist():
+            return False
+        data = json.loads(archive.read("data"))
+    return "normalization" in data
+
+
+def load_policy(path: str | Path, env_id: str):
+    """Load a student zip or a teacher as a frozen policy for ``env_id``."""
+    from rl_advkd.teachers import check_spaces, load_teacher
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"policy not found: {path} does not exist")
+    if not is_student_zip(path):
+        return load_teacher(path, env_id)
+
+    from rl_advkd.advkd import AdvKD
+
+    model = AdvKD.load(path, device="cpu")
+    check_spaces(model.observation_space, model.action_space, env_id, what=f"student {path}")
+    if model.env_id and model.env_id != env_id:
+        raise UsageError(f"student {path} was distilled on {model.env_id}, not {env_id}; pass --env {model.env_id}")
+    policy = model.as_frozen_policy()
+    policy.path = path
+    return policy
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from rl_advkd.evaluation import evaluate_policy, parse_attacks, results_record, write_results
+    from rl_advkd.profiles import check_epsilon, load_profile
+
+    try:
+        attacks = parse_attacks(args.attacks)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    profile = load_profile(args.env, args.profile)
+    epsilon = profile.epsilon if args.epsilon is None else args.epsilon
+    check_epsilon(epsilon)
+    policy = load_policy(args.policy, args.env)
+
+    evaluated = evaluate_policy(policy, args.env, attacks, epsilon, args.episodes, seed=args.seed)
+    record = results_record(args.env, epsilon, args.episodes, args.seed, [evaluated])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = write_results(record, out, out.with_suffix(".md"))
+    print(table)
+    print(f"results written to {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``distill`` and ``evaluate``."""
+    _add_distill(subparsers)
+    _add_evaluate(subparsers)

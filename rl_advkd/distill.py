@@ -1,0 +1,140 @@
+"""The main job: distill a teacher into a student in a run folder, then evaluate both side by side."""
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3.common.logger import configure
+
+from rl_advkd.advkd import AdvKD
+from rl_advkd.logging_utils import SummaryLineWriter
+from rl_advkd.evaluation import evaluate_policy, results_record, write_results
+from rl_advkd.profiles import DistillConfig, TaskProfile, check_epsilon, check_net_arch
+from rl_advkd.provenance import command_line, library_versions, utc_now
+from rl_advkd.teachers import load_teacher
+from rl_advkd.vec_env import make_student_env
+
+logger = logging.getLogger(__name__)
+
+STUDENT_FILE = "student.zip"
+
+
+def default_run_dir(env_id: str, seed: int) -> Path:
+    """Return ``runs/<env_id>/advkd-seed<seed>-<UTC time>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("runs") / env_id / f"advkd-seed{seed}-{stamp}"
+
+
+def build_student(
+    config: DistillConfig, teacher: Any, env_id: str, epsilon: float, verbose: int = 0
+) -> AdvKD:
+    """Build the AdvKD student for ``env_id`` from a distillation config."""
+    net_arch = check_net_arch(config.net_arch)
+    env = make_student_env(
+        env_id, teacher.normalizer, teacher.info.get("reward_scale", 1.0), n_envs=config.n_envs, seed=config.seed
+    )
+    return AdvKD(
+        "MlpPolicy",
+        env,
+        teacher=teacher,
+        epsilon=epsilon,
+        lambda_adv=config.lambda_adv,
+        beta=config.beta,
+        attack_fraction=config.attack_fraction,
+        pgd_steps=config.pgd_steps,
+        kl_direction=config.kl_direction,
+        hard_targets=config.hard_targets,
+        env_id=env_id,
+        learning_rate=config.learning_rate,
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.n_epochs,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        clip_range=config.clip_range,
+        ent_coef=config.ent_coef,
+        vf_coef=config.vf_coef,
+        max_grad_norm=config.max_grad_norm,
+        policy_kwargs={"net_arch": {"pi": net_arch, "vf": net_arch}},
+        seed=config.seed,
+        device="cpu",
+        verbose=verbose,
+    )
+
+
+def run_distillation(
+    profile: TaskProfile,
+    config: DistillConfig,
+    run_dir: str | Path,
+    teacher_path: str | Path | None = None,
+    epsilon: float | None = None,
+    progress_bar: bool = True,
+) -> dict[str, Any]:
+    """
+    Distill, save and evaluate; everything lands in ``run_dir``.
+
+    The folder receives ``config.yaml`` (the resolved configuration), ``command.txt``,
+    ``student.zip`` (with its normalization statistics inside), ``logs/`` (SB3's stdout log,
+    ``progress.csv`` and TensorBoard events), ``results.json`` and ``results.md``.
+
+    :return: the results record
+    """
+    epsilon = profile.epsilon if epsilon is None else epsilon
+    check_epsilon(epsilon)
+    check_net_arch(config.net_arch)
+    teacher = load_teacher(teacher_path, profile.env_id)
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "env_id": profile.env_id,
+        "epsilon": epsilon,
+        "profile": profile.source,
+        "teacher": {"path": str(teacher.path), "sha256": teacher.info["sha256"], "algo": teacher.info["algo"]},
+        "distill": asdict(config),
+        "versions": library_versions(),
+        "created": utc_now(),
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (run_dir / "command.txt").write_text(command_line() + "\n")
+
+    model = build_student(config, teacher, profile.env_id, epsilon)
+    sb3_logger = configure(str(run_dir / "logs"), ["log", "csv", "tensorboard"])
+    sb3_logger.output_formats.append(SummaryLineWriter(config.total_timesteps))
+    model.set_logger(sb3_logger)
+    logger.info(
+        "distilling %s: teacher %d actor parameters, student %d; %d steps, ε=%g",
+        profile.env_id,
+        teacher.actor_parameter_count(),
+        model.as_frozen_policy().actor_parameter_count(),
+        config.total_timesteps,
+        epsilon,
+    )
+
+    started = time.time()
+    try:
+        model.learn(config.total_timesteps, progress_bar=progress_bar, log_interval=1)
+    except KeyboardInterrupt:
+        logger.warning("interrupted at %d steps; saving the student trained so far", model.num_timesteps)
+        model.save(run_dir / STUDENT_FILE)
+        raise
+    train_seconds = time.time() - started
+    model.save(run_dir / STUDENT_FILE)
+    logger.info("trained %d steps in %.0f s; student saved to %s", model.num_timesteps, train_seconds, run_dir)
+
+    # Teacher and student side by side, on the same episode seeds.
+    student = model.as_frozen_policy()
+    student.path = run_dir / STUDENT_FILE
+    policies = [
+        evaluate_policy(policy, profile.env_id, config.eval_attacks, epsilon, config.eval_episodes, seed=config.seed)
+        for policy in (teacher, student)
+    ]
+    record = results_record(profile.env_id, epsilon, config.eval_episodes, config.seed, policies)
+    record["train_seconds"] = round(train_seconds, 1)
+    record["total_timesteps"] = int(model.num_timesteps)
+    record["teacher_sha256"] = teacher.info["sha256"]
+    write_results(record, run_dir / "results.json", run_dir / "results.md")
+    return record

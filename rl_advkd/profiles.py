@@ -1,0 +1,167 @@
+"""
+Task profiles: one YAML file per task in ``envs/`` with the env id, the attack budget,
+the teacher's hyperparameters and the distillation defaults.
+"""
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+
+from rl_advkd.errors import UsageError
+from rl_advkd.paths import data_dir
+
+
+@dataclass
+class TeacherConfig:
+    """How ``rl-advkd teacher`` trains an SB3 PPO teacher."""
+
+    total_timesteps: int = field(default=1_000_000, metadata={"help": "environment steps"})
+    seed: int = field(default=0, metadata={"help": "random seed of the run"})
+    n_envs: int = field(default=1, metadata={"help": "parallel environments"})
+    eval_episodes: int = field(default=20, metadata={"help": "deterministic evaluation episodes"})
+    hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"help": "PPO keyword arguments"})
+    normalize: dict[str, Any] = field(
+        default_factory=lambda: {"norm_obs": True, "norm_reward": True, "clip_obs": 10.0},
+        metadata={"help": "VecNormalize keyword arguments"},
+    )
+
+
+@dataclass
+class DistillConfig:
+    """Defaults of ``rl-advkd distill``; every field is also a command-line option."""
+
+    total_timesteps: int = field(default=200_000, metadata={"help": "student environment steps"})
+    seed: int = field(default=0, metadata={"help": "random seed of the run"})
+    n_envs: int = field(default=8, metadata={"help": "parallel environments in the student's rollouts"})
+    net_arch: list[int] = field(default_factory=lambda: [64, 64], metadata={"help": "student hidden layer sizes"})
+    lambda_adv: float = field(default=0.5, metadata={"help": "weight λ of the PPO return term L_adv"})
+    beta: float = field(default=1.0, metadata={"help": "weight β of the robust KL term"})
+    attack_fraction: float = field(
+        default=0.5, metadata={"help": "share of rollout steps whose observation the MAD attacker perturbs"}
+    )
+    hard_targets: bool = field(
+        default=False, metadata={"help": "replace the KL by the squared error to the teacher's mean action"}
+    )
+    kl_direction: str = field(default="forward", metadata={"help": "forward KL(teacher || student) or reverse"})
+    pgd_steps: int = field(default=10, metadata={"help": "PGD steps of the attacks in training"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of the student"})
+    n_steps: int = field(default=256, metadata={"help": "rollout steps per environment per update"})
+    batch_size: int = field(default=256, metadata={"help": "minibatch size"})
+    n_epochs: int = field(default=10, metadata={"help": "passes over each rollout"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE λ"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO clip range"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight inside L_adv"})
+    vf_coef: float = field(default=0.5, metadata={"help": "value loss weight inside L_adv"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "gradient norm clip"})
+    eval_episodes: int = field(default=20, metadata={"help": "episodes of the final teacher-vs-student evaluation"})
+    eval_attacks: list[str] = field(
+        default_factory=lambda: ["natural", "random", "mad"], metadata={"help": "attacks of the final evaluation"}
+    )
+
+
+@dataclass
+class TaskProfile:
+    """A task: the env id, the attack budget ε and the defaults of each command."""
+
+    env_id: str
+    epsilon: float
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    notes: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """Build a config dataclass from a YAML mapping, rejecting unknown keys."""
+    values = dict(values or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(known)}")
+    return cls(**values)
+
+
+def available_profiles() -> list[str]:
+    """Return the env ids that have a profile in ``envs/``."""
+    return sorted(path.stem for path in data_dir("envs").glob("*.yaml"))
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a :class:`UsageError` naming close ids when ``env_id`` is not a registered Gymnasium env."""
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(f"unknown env id {env_id!r}{hint}")
+
+
+def load_profile(env_id: str, path: str | Path | None = None) -> TaskProfile:
+    """
+    Load the task profile of ``env_id`` from ``envs/<env_id>.yaml`` (or from ``path``).
+
+    :param env_id: Gymnasium env id, for example ``Hopper-v5``
+    :param path: explicit profile file; ``None`` looks in ``envs/``
+    :return: the profile, with defaults filled in for keys it does not set
+    """
+    check_env_id(env_id)
+    if path is None:
+        path = data_dir("envs") / f"{env_id}.yaml"
+        if not path.is_file():
+            raise UsageError(
+                f"no task profile for {env_id!r} in {path.parent}; available: {available_profiles()}. "
+                "Write envs/<ENV_ID>.yaml (copy an existing one) or pass --profile FILE"
+            )
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"profile file not found: {path}")
+
+    with path.open() as file:
+        raw = yaml.safe_load(file) or {}
+    if raw.get("env_id", env_id) != env_id:
+        raise UsageError(f"profile {path} is for {raw['env_id']!r}, not {env_id!r}")
+    if "epsilon" not in raw:
+        raise UsageError(f"profile {path} has no 'epsilon' (the attack budget in normalized units)")
+
+    profile = TaskProfile(
+        env_id=env_id,
+        epsilon=float(raw["epsilon"]),
+        teacher=_build(TeacherConfig, raw.get("teacher"), f"{path}: teacher"),
+        distill=_build(DistillConfig, raw.get("distill"), f"{path}: distill"),
+        notes=str(raw.get("notes", "")),
+        source=str(path),
+    )
+    check_epsilon(profile.epsilon)
+    return profile
+
+
+def check_epsilon(epsilon: float) -> None:
+    """Raise a :class:`UsageError` for a negative or non-finite attack budget."""
+    if not epsilon >= 0.0 or epsilon == float("inf"):
+        raise UsageError(f"epsilon must be a finite number >= 0, got {epsilon}; pass e.g. --epsilon 0.075")
+
+
+def check_net_arch(net_arch: Any) -> list[int]:
+    """Return ``net_arch`` as a list of positive ints, or raise a :class:`UsageError` saying why not."""
+    if isinstance(net_arch, str):
+        parts = [part.strip() for part in net_arch.replace("[", "").replace("]", "").split(",") if part.strip()]
+        try:
+            net_arch = [int(part) for part in parts]
+        except ValueError:
+            raise UsageError(
+                f"student architecture {net_arch!r} is not a list of positive integers; pass e.g. --net-arch 64,64"
+            ) from None
+    valid = isinstance(net_arch, (list, tuple)) and len(net_arch) > 0
+    valid = valid and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in net_arch)
+    if not valid:
+        raise UsageError(
+            f"student architecture {net_arch!r} is not a list of positive integers; pass e.g. --net-arch 64,64"
+        )
+    return list(net_arch)

@@ -1,0 +1,58 @@
+"""Observation attacks on the shipped InvertedPendulum-v5 teacher."""
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+from rl_advkd.attacks import mad_attack, uniform_noise
+from rl_advkd.distributions import gaussian_kl
+
+
+def _normalized_states(teacher, count: int = 256) -> th.Tensor:
+    env = gym.make("InvertedPendulum-v5")
+    rng = np.random.default_rng(0)
+    observations = []
+    observation, _ = env.reset(seed=0)
+    while len(observations) < count:
+        observations.append(observation)
+        observation, _, terminated, truncated, _ = env.step(rng.uniform(-3, 3, size=1))
+        if terminated or truncated:
+            observation, _ = env.reset()
+    return th.as_tensor(teacher.normalizer.normalize(np.stack(observations)))
+
+
+def _kl_to_clean(teacher, clean: th.Tensor, perturbed: th.Tensor) -> th.Tensor:
+    with th.no_grad():
+        mean, log_std = teacher.gaussian(clean)
+        mean_adv, log_std_adv = teacher.gaussian(perturbed)
+    return gaussian_kl(mean, log_std, mean_adv, log_std_adv)
+
+
+def test_mad_stays_inside_epsilon_ball(pendulum_teacher):
+    clean = _normalized_states(pendulum_teacher)
+    for epsilon in (0.05, 0.3):
+        perturbed = mad_attack(pendulum_teacher.gaussian, clean, epsilon, generator=th.Generator().manual_seed(0))
+        assert (perturbed - clean).abs().max().item() <= epsilon + 1e-6
+
+
+def test_mad_beats_random_noise(pendulum_teacher):
+    clean = _normalized_states(pendulum_teacher)
+    generator = th.Generator().manual_seed(0)
+    mad = mad_attack(pendulum_teacher.gaussian, clean, 0.3, generator=generator)
+    noise = uniform_noise(clean, 0.3, generator=generator)
+
+    kl_mad = _kl_to_clean(pendulum_teacher, clean, mad).mean().item()
+    kl_noise = _kl_to_clean(pendulum_teacher, clean, noise).mean().item()
+    assert kl_mad > 2.0 * kl_noise, (kl_mad, kl_noise)
+
+
+def test_zero_epsilon_leaves_states_unchanged(pendulum_teacher):
+    clean = _normalized_states(pendulum_teacher, count=16)
+    assert th.equal(mad_attack(pendulum_teacher.gaussian, clean, 0.0), clean)
+
+
+def test_seeded_attack_is_reproducible(pendulum_teacher):
+    clean = _normalized_states(pendulum_teacher, count=32)
+    first = mad_attack(pendulum_teacher.gaussian, clean, 0.3, generator=th.Generator().manual_seed(7))
+    second = mad_attack(pendulum_teacher.gaussian, clean, 0.3, generator=th.Generator().manual_seed(7))
+    assert th.equal(first, second)
