@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_teacher(subparsers)
-    from rl_advkd import cli_distill
+    from rl_advkd import cli_deploy, cli_distill
 
     cli_distill.add_subcommands(subparsers)
+    cli_deploy.add_subcommands(subparsers)
     return parser
 
 

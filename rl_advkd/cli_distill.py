@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from rl_advkd.errors import UsageError
-from rl_advkd.profiles import DistillConfig
+from rl_advkd.profiles import DistillConfig, TaskProfile
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +87,26 @@ def _run_distill(args: argparse.Namespace) -> int:
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate a teacher or a student under observation attacks",
+        help="evaluate a teacher or a student under observation and dynamics attacks",
         description="Run deterministic episodes under each attack and write results.json and results.md.",
     )
     parser.add_argument("--policy", required=True, help="student .zip, or a teacher folder or model .zip")
     parser.add_argument("--env", default="Hopper-v5", help="Gymnasium env id (default: %(default)s)")
-    parser.add_argument("--attacks", default="natural,random,mad", help="comma-separated (default: %(default)s)")
+    parser.add_argument(
+        "--attacks",
+        default="natural,random,mad",
+        help="comma-separated, from natural, random, mad (observation attacks at budget ε), force-random, force "
+        "(pushes on the profile's bodies), mass, friction (a grid of scaled models) (default: %(default)s)",
+    )
     parser.add_argument("--epsilon", type=float, help="ℓ∞ attack budget in normalized units (default: the profile's)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per attack (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: %(default)s)")
     parser.add_argument("--profile", help="task profile YAML (default: envs/<ENV>.yaml)")
+    parser.add_argument(
+        "--adversary-steps",
+        type=int,
+        help="env steps of PPO training of the adversary of the force attack (default: the profile's)",
+    )
     parser.add_argument("--out", default="results.json", help="results JSON; the table goes next to it as .md")
     parser.set_defaults(handler=_run_evaluate)
 
@@ -133,8 +143,29 @@ def load_policy(path: str | Path, env_id: str):
     return policy
 
 
+def check_push_bodies(profile: TaskProfile) -> None:
+    """Raise a :class:`UsageError` unless the profile's adversary bodies exist in the task's model."""
+    import gymnasium as gym
+
+    from rl_advkd.adversaries import AdversarialForce
+
+    config = profile.adversary
+    if not config.bodies:
+        raise UsageError(
+            f"the force attacks need the bodies to push, and the profile {profile.source} names none; "
+            "add an adversary: section with bodies and force_bound"
+        )
+    env = gym.make(profile.env_id)
+    try:
+        AdversarialForce(env, config.bodies, config.force_bound, config.axes)
+    except ValueError as error:
+        raise UsageError(f"{profile.source}: adversary: {error}") from None
+    finally:
+        env.close()
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from rl_advkd.evaluation import evaluate_policy, parse_attacks, results_record, write_results
+    from rl_advkd.evaluation import DYNAMICS_ATTACKS, evaluate_policy, parse_attacks, results_record, write_results
     from rl_advkd.profiles import check_epsilon, load_profile
 
     try:
@@ -143,13 +174,28 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.adversary_steps is not None and args.adversary_steps < 1:
+        raise UsageError(f"--adversary-steps must be >= 1, got {args.adversary_steps}")
     profile = load_profile(args.env, args.profile)
     epsilon = profile.epsilon if args.epsilon is None else args.epsilon
     check_epsilon(epsilon)
+    if any(attack in ("force-random", "force") for attack in attacks):
+        check_push_bodies(profile)
     policy = load_policy(args.policy, args.env)
 
-    evaluated = evaluate_policy(policy, args.env, attacks, epsilon, args.episodes, seed=args.seed)
+    evaluated = evaluate_policy(
+        policy,
+        args.env,
+        attacks,
+        epsilon,
+        args.episodes,
+        seed=args.seed,
+        adversary=profile.adversary,
+        adversary_steps=args.adversary_steps,
+    )
     record = results_record(args.env, epsilon, args.episodes, args.seed, [evaluated])
+    if any(attack in DYNAMICS_ATTACKS for attack in attacks):
+        record["adversary"] = dataclasses.asdict(profile.adversary)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = write_results(record, out, out.with_suffix(".md"))

@@ -1,9 +1,10 @@
 """
-Robustness evaluation: returns of a frozen policy under observation attacks, the results JSON
-and the markdown table.
+Robustness evaluation: returns of a frozen policy under observation attacks and dynamics
+attacks, the results JSON and the markdown table.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,30 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from tqdm.auto import tqdm
 
+from rl_advkd.adversaries import (
+    ForcePerturbation,
+    ModelPerturbation,
+    ProtagonistEnv,
+    RandomAdversary,
+    default_axes,
+    model_actor,
+    train_adversary,
+)
 from rl_advkd.attacks import OBSERVATION_ATTACKS, perturb
 from rl_advkd.policies import FrozenPolicy
+from rl_advkd.profiles import AdversaryConfig, load_profile
 from rl_advkd.provenance import library_versions, utc_now, write_json
 
 logger = logging.getLogger(__name__)
+
+# Attacks on the dynamics rather than the observation. ``force-random`` pushes uniformly at
+# random within the profile's force bound, ``force`` pushes with a PPO adversary trained against
+# the evaluated policy, and ``mass`` and ``friction`` run the policy on a grid of scaled models.
+DYNAMICS_ATTACKS = ("force-random", "force", "mass", "friction")
+ATTACKS = OBSERVATION_ATTACKS + DYNAMICS_ATTACKS
 
 
 @dataclass
@@ -38,9 +56,9 @@ def parse_attacks(text: str | list[str]) -> list[str]:
     """Split a comma-separated attack list and reject unknown names."""
     names = [name.strip() for name in text.split(",")] if isinstance(text, str) else list(text)
     names = [name for name in names if name]
-    unknown = [name for name in names if name not in OBSERVATION_ATTACKS]
+    unknown = [name for name in names if name not in ATTACKS]
     if unknown or not names:
-        raise ValueError(f"unknown attack(s) {unknown or text!r}; choose from {', '.join(OBSERVATION_ATTACKS)}")
+        raise ValueError(f"unknown attack(s) {unknown or text!r}; choose from {', '.join(ATTACKS)}")
     return names
 
 
@@ -53,6 +71,8 @@ def run_episodes(
     seed: int = 0,
     n_envs: int = 10,
     show_progress: bool = True,
+    wrap_env: Callable[[gym.Env], gym.Env] | None = None,
+    name: str | None = None,
 ) -> ResultRow:
     """
     Run ``episodes`` deterministic episodes with the observation attack in the loop.
@@ -64,10 +84,17 @@ def run_episodes(
 
     :param n_envs: episodes run side by side, so the policy and the attack work on batches
     :param show_progress: show a progress bar when stderr is a terminal
+    :param wrap_env: applied to each env after ``gym.make``, for example to add a dynamics attack.
+        Episodes stay independent of ``n_envs`` only if the wrapper draws its randomness from
+        the reset seed, as :class:`~rl_advkd.adversaries.ProtagonistEnv` does.
+    :param name: the row's ``attack`` label; defaults to ``attack``
     """
     generator = th.Generator().manual_seed(seed)
     n_envs = max(1, min(n_envs, episodes))
     envs = [gym.make(env_id) for _ in range(n_envs)]
+    if wrap_env is not None:
+        envs = [wrap_env(env) for env in envs]
+    name = attack if name is None else name
     next_episode = 0
     episode_of: list[int | None] = [None] * n_envs
     observations: list[np.ndarray | None] = [None] * n_envs
@@ -91,7 +118,7 @@ def run_episodes(
     for slot in range(n_envs):
         start(slot)
 
-    progress = tqdm(total=episodes, desc=f"{policy.name}/{attack}", disable=None if show_progress else True, leave=False)
+    progress = tqdm(total=episodes, desc=f"{policy.name}/{name}", disable=None if show_progress else True, leave=False)
     while any(index is not None for index in episode_of):
         active = [slot for slot in range(n_envs) if episode_of[slot] is not None]
         raw = np.stack([observations[slot] for slot in active])
@@ -117,7 +144,7 @@ def run_episodes(
         env.close()
 
     return ResultRow(
-        attack=attack,
+        attack=name,
         epsilon=float(epsilon),
         mean=float(returns.mean()),
         std=float(returns.std()),
@@ -136,17 +163,45 @@ def evaluate_policy(
     episodes: int,
     seed: int = 0,
     show_progress: bool = True,
+    adversary: AdversaryConfig | None = None,
+    adversary_steps: int | None = None,
 ) -> dict[str, Any]:
     """
-    Evaluate one policy under each attack and add a ``worst`` row (the lowest mean over attacks).
+    Evaluate one policy under each attack and add a ``worst`` row (the lowest mean over all rows).
 
+    Observation attacks give one row each at budget ``epsilon``. Dynamics attacks (see
+    :data:`DYNAMICS_ATTACKS`) leave the observation clean, so their rows have ``epsilon`` 0.
+    ``mass`` and ``friction`` give one row per factor of the grid, with a ``factor`` key, then a
+    ``<attack>-mean`` row over the pooled episodes of the grid and a ``<attack>-min`` row, the
+    factor with the lowest mean.
+
+    :param adversary: bodies, force bound and factor grids of the dynamics attacks; ``None``
+        reads them from the task profile of ``env_id``
+    :param adversary_steps: PPO training steps of the ``force`` adversary; ``None`` takes
+        ``adversary.total_timesteps``
     :return: a JSON-serializable record of the policy and its rows
     """
+    if adversary is None and any(attack in DYNAMICS_ATTACKS for attack in attacks):
+        adversary = load_profile(env_id).adversary
+
     rows = []
     for attack in attacks:
-        row = run_episodes(policy, env_id, attack, epsilon, episodes, seed=seed, show_progress=show_progress)
-        logger.info("%s %s eps=%g: %.1f +- %.1f (%d falls)", policy.name, attack, epsilon, row.mean, row.std, row.falls)
-        rows.append(asdict(row))
+        if attack in DYNAMICS_ATTACKS:
+            new_rows = dynamics_rows(policy, env_id, attack, episodes, seed, adversary, adversary_steps, show_progress)
+        else:
+            row = run_episodes(policy, env_id, attack, epsilon, episodes, seed=seed, show_progress=show_progress)
+            new_rows = [asdict(row)]
+        for row in new_rows:
+            logger.info(
+                "%s %s eps=%g: %.1f +- %.1f (%d falls)",
+                policy.name,
+                row_label(row),
+                row["epsilon"],
+                row["mean"],
+                row["std"],
+                row["falls"],
+            )
+        rows.extend(new_rows)
     worst = min(rows, key=lambda row: row["mean"])
     rows.append({**worst, "attack": "worst", "worst_of": worst["attack"]})
 
@@ -156,6 +211,127 @@ def evaluate_policy(
         "actor_parameters": policy.actor_parameter_count(),
         "rows": rows,
     }
+
+
+def dynamics_rows(
+    policy: FrozenPolicy,
+    env_id: str,
+    attack: str,
+    episodes: int,
+    seed: int,
+    adversary: AdversaryConfig,
+    adversary_steps: int | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """
+    Run one dynamics attack and return its rows.
+
+    A force attack gives one row. ``mass`` and ``friction`` give one row per factor of the grid,
+    then the ``-mean`` and ``-min`` rows of :func:`_grid_summary`.
+
+    :raises ValueError: for an unknown attack, or a force attack when ``adversary`` names no body
+    """
+    if attack in ("mass", "friction"):
+        factors = adversary.mass_factors if attack == "mass" else adversary.friction_factors
+        rows = [_model_row(policy, env_id, attack, factor, episodes, seed, show_progress) for factor in factors]
+        return rows + _grid_summary(attack, rows)
+    if attack not in ("force-random", "force"):
+        raise ValueError(f"unknown dynamics attack {attack!r}; choose from {', '.join(DYNAMICS_ATTACKS)}")
+
+    perturbation = _force_perturbation(adversary, env_id, attack)
+    details: dict[str, Any] = {
+        "force_bound": perturbation.bound,
+        "bodies": perturbation.bodies,
+        "axes": perturbation.axes,
+    }
+
+    if attack == "force-random":
+        wrap = random_force_wrapper(adversary, env_id)
+    else:
+        steps = adversary.total_timesteps if adversary_steps is None else adversary_steps
+        # Training starts from seed + 30,000, so the adversary does not train on the evaluation's
+        # episode seeds (seed to seed + episodes - 1).
+        model = train_adversary(
+            policy, env_id, perturbation.bodies, perturbation.bound, steps, seed=seed + 30_000, axes=perturbation.axes
+        )
+        details["adversary_steps"] = steps
+
+        def wrap(env: gym.Env) -> gym.Env:
+            return ProtagonistEnv(env, perturbation, model_actor(model))
+
+    row = run_episodes(
+        policy, env_id, "natural", 0.0, episodes, seed=seed, show_progress=show_progress, wrap_env=wrap, name=attack
+    )
+    return [{**asdict(row), **details}]
+
+
+def random_force_wrapper(adversary: AdversaryConfig, env_id: str) -> Callable[[gym.Env], gym.Env]:
+    """
+    Return the env wrapper of the ``force-random`` attack.
+
+    The pushes are drawn uniformly from ``[-1, 1]^k`` times the force bound at every step. The
+    draws restart from each episode's reset seed, so an episode's pushes depend only on its seed.
+    """
+    perturbation = _force_perturbation(adversary, env_id, "force-random")
+    action_space = spaces.Box(-1.0, 1.0, shape=(len(perturbation.bodies) * len(perturbation.axes),))
+
+    def wrap(env: gym.Env) -> gym.Env:
+        return ProtagonistEnv(env, perturbation, RandomAdversary(action_space))
+
+    return wrap
+
+
+def _force_perturbation(adversary: AdversaryConfig, env_id: str, attack: str) -> ForcePerturbation:
+    if not adversary.bodies:
+        raise ValueError(
+            f"the {attack!r} attack needs the bodies to push; set adversary.bodies and adversary.force_bound "
+            f"in the task profile of {env_id}"
+        )
+    return ForcePerturbation(adversary.bodies, adversary.force_bound, adversary.axes or default_axes(env_id))
+
+
+def _model_row(
+    policy: FrozenPolicy, env_id: str, attack: str, factor: float, episodes: int, seed: int, show_progress: bool
+) -> dict[str, Any]:
+    """Run the episodes of one grid point of ``mass`` or ``friction``."""
+    key = "mass_factor" if attack == "mass" else "friction_factor"
+
+    def wrap(env: gym.Env) -> gym.Env:
+        return ModelPerturbation(env, **{key: factor})
+
+    # Every grid point replays the same episode seeds, so rows differ only by the factor.
+    row = run_episodes(
+        policy, env_id, "natural", 0.0, episodes, seed=seed, show_progress=show_progress, wrap_env=wrap, name=attack
+    )
+    return {**asdict(row), "factor": float(factor)}
+
+
+def _grid_summary(attack: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the ``<attack>-mean`` row over the pooled episodes of a grid and the ``<attack>-min`` row."""
+    returns = [value for row in rows for value in row["returns"]]
+    mean_row = {
+        "attack": f"{attack}-mean",
+        "epsilon": 0.0,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "episodes": len(returns),
+        "falls": sum(row["falls"] for row in rows),
+        "mean_length": float(np.mean([row["mean_length"] for row in rows])),
+        "returns": returns,
+        "factors": [row["factor"] for row in rows],
+    }
+    lowest = min(rows, key=lambda row: row["mean"])
+    return [mean_row, {**lowest, "attack": f"{attack}-min"}]
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """Return the label of a row in tables and logs, for example ``mass ×0.5`` or ``force (40 N)``."""
+    label = row["attack"]
+    if "factor" in row:
+        label += f" ×{row['factor']:g}"
+    if "force_bound" in row:
+        label += f" ({row['force_bound']:g} N)"
+    return label
 
 
 def results_record(env_id: str, epsilon: float, episodes: int, seed: int, policies: list[dict]) -> dict[str, Any]:
@@ -183,9 +359,16 @@ def markdown_table(record: dict[str, Any]) -> str:
         for policy in policies:
             other = policy["rows"][index]
             cells.append(f"{other['mean']:.1f} ± {other['std']:.1f} ({other['falls']}/{other['episodes']})")
-        attack = row["attack"] if row["attack"] != "worst" else f"**worst** ({row['worst_of']})"
-        if len(policies) > 1:
-            attack = "**worst**" if row["attack"] == "worst" else row["attack"]
+        # The worst row and the grid minimum can point to a different attack or factor for each
+        # policy, so a table of several policies names them without details.
+        if len(policies) > 1 and row["attack"] == "worst":
+            attack = "**worst**"
+        elif len(policies) > 1 and row["attack"].endswith("-min"):
+            attack = row["attack"]
+        elif row["attack"] == "worst":
+            attack = f"**worst** ({row_label({**row, 'attack': row['worst_of']})})"
+        else:
+            attack = row_label(row)
         lines.append(f"| {attack} | {row['epsilon']:g} | " + " | ".join(cells) + " |")
 
     sizes = ", ".join(f"{p['name']} {p['actor_parameters']:,}" for p in policies)

@@ -1,9 +1,10 @@
 """
 Task profiles: one YAML file per task in ``envs/`` with the env id, the attack budget,
-the teacher's hyperparameters and the distillation defaults.
+the teacher's hyperparameters, the distillation defaults and the dynamics adversaries.
 """
 
 import difflib
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ class DistillConfig:
     seed: int = field(default=0, metadata={"help": "random seed of the run"})
     n_envs: int = field(default=8, metadata={"help": "parallel environments in the student's rollouts"})
     net_arch: list[int] = field(default_factory=lambda: [64, 64], metadata={"help": "student hidden layer sizes"})
-    lambda_adv: float = field(default=0.5, metadata={"help": "weight λ of the PPO return term L_adv"})
+    lambda_adv: float = field(default=0.1, metadata={"help": "weight λ of the PPO return term L_adv"})
     beta: float = field(default=1.0, metadata={"help": "weight β of the robust KL term"})
     attack_fraction: float = field(
         default=0.5, metadata={"help": "share of rollout steps whose observation the MAD attacker perturbs"}
@@ -65,6 +66,24 @@ class DistillConfig:
 
 
 @dataclass
+class AdversaryConfig:
+    """Dynamics attacks of ``rl-advkd evaluate``: pushes on bodies, scaled masses and scaled friction."""
+
+    bodies: list[str] = field(
+        default_factory=list, metadata={"help": "names of the bodies that the force attacks push"}
+    )
+    axes: str | None = field(default=None, metadata={"help": "world axes of the push, e.g. xz (default: the task's)"})
+    force_bound: float = field(default=0.0, metadata={"help": "maximum push per axis in newtons"})
+    mass_factors: list[float] = field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5], metadata={"help": "factors on all body masses"}
+    )
+    friction_factors: list[float] = field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5], metadata={"help": "factors on all geom friction"}
+    )
+    total_timesteps: int = field(default=100_000, metadata={"help": "env steps of PPO training of the force adversary"})
+
+
+@dataclass
 class TaskProfile:
     """A task: the env id, the attack budget ε and the defaults of each command."""
 
@@ -72,6 +91,7 @@ class TaskProfile:
     epsilon: float
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
     notes: str = ""
     source: str = ""
 
@@ -135,11 +155,35 @@ def load_profile(env_id: str, path: str | Path | None = None) -> TaskProfile:
         epsilon=float(raw["epsilon"]),
         teacher=_build(TeacherConfig, raw.get("teacher"), f"{path}: teacher"),
         distill=_build(DistillConfig, raw.get("distill"), f"{path}: distill"),
+        adversary=_build(AdversaryConfig, raw.get("adversary"), f"{path}: adversary"),
         notes=str(raw.get("notes", "")),
         source=str(path),
     )
     check_epsilon(profile.epsilon)
+    check_adversary(profile.adversary, f"{path}: adversary")
     return profile
+
+
+def check_adversary(config: AdversaryConfig, where: str) -> None:
+    """Raise a :class:`UsageError` for an adversary section with a value of the wrong type or range."""
+    if not isinstance(config.bodies, list) or not all(isinstance(body, str) for body in config.bodies):
+        raise UsageError(f"{where}: bodies must be a list of body names, got {config.bodies!r}")
+    axes = config.axes
+    valid_axes = isinstance(axes, str) and len(axes) > 0 and set(axes) <= set("xyz") and len(set(axes)) == len(axes)
+    if axes is not None and not valid_axes:
+        raise UsageError(f"{where}: axes must be a string of distinct x, y and z such as xz, got {axes!r}")
+    bound = config.force_bound
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound < 0:
+        raise UsageError(f"{where}: force_bound must be a finite number of newtons >= 0, got {bound!r}")
+    for name in ("mass_factors", "friction_factors"):
+        factors = getattr(config, name)
+        valid = isinstance(factors, list) and len(factors) > 0
+        valid = valid and all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in factors)
+        if not valid or not all(math.isfinite(f) and f > 0 for f in factors):
+            raise UsageError(f"{where}: {name} must be a non-empty list of numbers > 0, got {factors!r}")
+    steps = config.total_timesteps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UsageError(f"{where}: total_timesteps must be an integer >= 1, got {steps!r}")
 
 
 def check_epsilon(epsilon: float) -> None:

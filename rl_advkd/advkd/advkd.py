@@ -60,7 +60,7 @@ class AdvKD(PPO):
         env: VecEnv | None,
         teacher: FrozenPolicy | None = None,
         epsilon: float = 0.0,
-        lambda_adv: float | Callable[[float], float] = 0.5,
+        lambda_adv: float | Callable[[float], float] = 0.1,
         beta: float = 1.0,
         attack_fraction: float = 0.5,
         pgd_steps: int = 10,
