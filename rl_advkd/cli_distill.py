@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import types
 import typing
 import zipfile
 import json
@@ -19,10 +20,17 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _option_type(annotation: object) -> type:
+    """Return the type an option parses to: ``list`` for ``list[int]``, ``float`` for ``float | None``."""
+    if isinstance(annotation, types.UnionType):
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return typing.get_origin(annotation) or annotation
+
+
 def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
     """Add one option per dataclass field; the default ``None`` means "take the profile's value"."""
     for field in dataclasses.fields(config_class):
-        kind = typing.get_origin(field.type) or field.type
+        kind = _option_type(field.type)
         help_text = field.metadata.get("help", "") + " (default: the profile's)"
         if kind is bool:
             parser.add_argument(_option(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -39,7 +47,7 @@ def _apply_overrides(config, args: argparse.Namespace):
         value = getattr(args, field.name, None)
         if value is None:
             continue
-        if (typing.get_origin(field.type) or field.type) is list:
+        if _option_type(field.type) is list:
             value = [item.strip() for item in value.split(",") if item.strip()]
             if field.name == "net_arch":
                 from rl_advkd.profiles import check_net_arch

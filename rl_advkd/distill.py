@@ -6,13 +6,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Callable
+
+import gymnasium as gym
 import yaml
 from stable_baselines3.common.logger import configure
 
+from rl_advkd.adversaries import ForcePerturbation, ProtagonistEnv, default_axes
+from rl_advkd.adversaries.rarl import AdversarySlot, AlternatingAdversaryCallback, make_adversary
 from rl_advkd.advkd import AdvKD
 from rl_advkd.logging_utils import SummaryLineWriter
+from rl_advkd.errors import UsageError
 from rl_advkd.evaluation import evaluate_policy, results_record, write_results
-from rl_advkd.profiles import DistillConfig, TaskProfile, check_epsilon, check_net_arch
+from rl_advkd.profiles import DistillConfig, TaskProfile, check_epsilon, check_net_arch, learning_rate_schedule
 from rl_advkd.provenance import command_line, library_versions, utc_now
 from rl_advkd.teachers import load_teacher
 from rl_advkd.vec_env import make_student_env
@@ -20,6 +26,21 @@ from rl_advkd.vec_env import make_student_env
 logger = logging.getLogger(__name__)
 
 STUDENT_FILE = "student.zip"
+ADVERSARY_FILE = "force_adversary.zip"
+
+
+def force_perturbation(profile: TaskProfile, config: DistillConfig) -> ForcePerturbation:
+    """Return the push of the force adversary from the profile's bodies and the configured bound."""
+    bodies = profile.adversary.bodies
+    bound = profile.adversary.force_bound if config.force_bound is None else config.force_bound
+    if not bodies:
+        raise UsageError(
+            f"--force-adversary needs the bodies to push, and the profile {profile.source} names none; "
+            "add an adversary: section with bodies and force_bound, or pass --no-force-adversary"
+        )
+    if not bound > 0:
+        raise UsageError(f"the force bound must be > 0 newtons, got {bound}; pass e.g. --force-bound 20")
+    return ForcePerturbation(bodies, bound, profile.adversary.axes or default_axes(profile.env_id))
 
 
 def default_run_dir(env_id: str, seed: int) -> Path:
@@ -29,12 +50,29 @@ def default_run_dir(env_id: str, seed: int) -> Path:
 
 
 def build_student(
-    config: DistillConfig, teacher: Any, env_id: str, epsilon: float, verbose: int = 0
+    config: DistillConfig,
+    teacher: Any,
+    env_id: str,
+    epsilon: float,
+    verbose: int = 0,
+    force: tuple[ForcePerturbation, AdversarySlot] | None = None,
 ) -> AdvKD:
-    """Build the AdvKD student for ``env_id`` from a distillation config."""
+    """
+    Build the AdvKD student for ``env_id`` from a distillation config.
+
+    :param force: a push and the slot of the adversary that drives it in the student's envs;
+        ``None`` trains without a force adversary
+    """
     net_arch = check_net_arch(config.net_arch)
+    env_factory: str | Callable[[], gym.Env] = env_id
+    if force is not None:
+        perturbation, slot = force
+
+        def env_factory() -> gym.Env:
+            return ProtagonistEnv(gym.make(env_id), perturbation, slot)
+
     env = make_student_env(
-        env_id, teacher.normalizer, teacher.info.get("reward_scale", 1.0), n_envs=config.n_envs, seed=config.seed
+        env_factory, teacher.normalizer, teacher.info.get("reward_scale", 1.0), n_envs=config.n_envs, seed=config.seed
     )
     return AdvKD(
         "MlpPolicy",
@@ -48,7 +86,7 @@ def build_student(
         kl_direction=config.kl_direction,
         hard_targets=config.hard_targets,
         env_id=env_id,
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate_schedule(config),
         n_steps=config.n_steps,
         batch_size=config.batch_size,
         n_epochs=config.n_epochs,
@@ -77,14 +115,16 @@ def run_distillation(
     Distill, save and evaluate; everything lands in ``run_dir``.
 
     The folder receives ``config.yaml`` (the resolved configuration), ``command.txt``,
-    ``student.zip`` (with its normalization statistics inside), ``logs/`` (SB3's stdout log,
-    ``progress.csv`` and TensorBoard events), ``results.json`` and ``results.md``.
+    ``student.zip`` (with its normalization statistics inside), ``force_adversary.zip`` when a
+    force adversary trained, ``logs/`` (SB3's stdout log, ``progress.csv`` and TensorBoard
+    events), ``results.json`` and ``results.md``.
 
     :return: the results record
     """
     epsilon = profile.epsilon if epsilon is None else epsilon
     check_epsilon(epsilon)
     check_net_arch(config.net_arch)
+    perturbation = force_perturbation(profile, config) if config.force_adversary else None
     teacher = load_teacher(teacher_path, profile.env_id)
 
     run_dir = Path(run_dir)
@@ -101,7 +141,17 @@ def run_distillation(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (run_dir / "command.txt").write_text(command_line() + "\n")
 
-    model = build_student(config, teacher, profile.env_id, epsilon)
+    # The student's envs hold a slot for the force adversary, which needs the student as its victim.
+    callbacks = []
+    adversary = None
+    if perturbation is not None:
+        slot = AdversarySlot(action_dim=len(perturbation.bodies) * len(perturbation.axes))
+        model = build_student(config, teacher, profile.env_id, epsilon, force=(perturbation, slot))
+        adversary = make_adversary(model, profile.env_id, perturbation, seed=config.seed + 1)
+        slot.model = adversary
+        callbacks.append(AlternatingAdversaryCallback(adversary, config.adversary_every, config.adversary_steps))
+    else:
+        model = build_student(config, teacher, profile.env_id, epsilon)
     sb3_logger = configure(str(run_dir / "logs"), ["log", "csv", "tensorboard"])
     sb3_logger.output_formats.append(SummaryLineWriter(config.total_timesteps))
     model.set_logger(sb3_logger)
@@ -116,13 +166,13 @@ def run_distillation(
 
     started = time.time()
     try:
-        model.learn(config.total_timesteps, progress_bar=progress_bar, log_interval=1)
+        model.learn(config.total_timesteps, callback=callbacks, progress_bar=progress_bar, log_interval=1)
     except KeyboardInterrupt:
         logger.warning("interrupted at %d steps; saving the student trained so far", model.num_timesteps)
-        model.save(run_dir / STUDENT_FILE)
+        _save_players(run_dir, model, adversary)
         raise
     train_seconds = time.time() - started
-    model.save(run_dir / STUDENT_FILE)
+    _save_players(run_dir, model, adversary)
     logger.info("trained %d steps in %.0f s; student saved to %s", model.num_timesteps, train_seconds, run_dir)
 
     # Teacher and student side by side, on the same episode seeds.
@@ -138,3 +188,9 @@ def run_distillation(
     record["teacher_sha256"] = teacher.info["sha256"]
     write_results(record, run_dir / "results.json", run_dir / "results.md")
     return record
+
+
+def _save_players(run_dir: Path, student: AdvKD, adversary: Any) -> None:
+    student.save(run_dir / STUDENT_FILE)
+    if adversary is not None:
+        adversary.save(run_dir / ADVERSARY_FILE)

@@ -5,12 +5,14 @@ the teacher's hyperparameters, the distillation defaults and the dynamics advers
 
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import yaml
+from stable_baselines3.common.utils import LinearSchedule
 
 from rl_advkd.errors import UsageError
 from rl_advkd.paths import data_dir
@@ -18,7 +20,7 @@ from rl_advkd.paths import data_dir
 
 @dataclass
 class TeacherConfig:
-    """How ``rl-advkd teacher`` trains an SB3 PPO teacher."""
+    """Settings with which ``rl-advkd teacher`` trains an SB3 PPO teacher."""
 
     total_timesteps: int = field(default=1_000_000, metadata={"help": "environment steps"})
     seed: int = field(default=0, metadata={"help": "random seed of the run"})
@@ -50,6 +52,9 @@ class DistillConfig:
     kl_direction: str = field(default="forward", metadata={"help": "forward KL(teacher || student) or reverse"})
     pgd_steps: int = field(default=10, metadata={"help": "PGD steps of the attacks in training"})
     learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of the student"})
+    learning_rate_schedule: str = field(
+        default="constant", metadata={"help": "constant, or linear: decay to 0 at the end of the budget"}
+    )
     n_steps: int = field(default=256, metadata={"help": "rollout steps per environment per update"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size"})
     n_epochs: int = field(default=10, metadata={"help": "passes over each rollout"})
@@ -59,6 +64,14 @@ class DistillConfig:
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight inside L_adv"})
     vf_coef: float = field(default=0.5, metadata={"help": "value loss weight inside L_adv"})
     max_grad_norm: float = field(default=0.5, metadata={"help": "gradient norm clip"})
+    force_adversary: bool = field(
+        default=False, metadata={"help": "train a force adversary (RARL) in alternation with the student"}
+    )
+    adversary_every: int = field(default=10, metadata={"help": "student iterations between adversary phases"})
+    adversary_steps: int = field(default=8_192, metadata={"help": "env steps of each adversary phase"})
+    force_bound: float | None = field(
+        default=None, metadata={"help": "maximum push per axis in newtons (default: the profile's adversary bound)"}
+    )
     eval_episodes: int = field(default=20, metadata={"help": "episodes of the final teacher-vs-student evaluation"})
     eval_attacks: list[str] = field(
         default_factory=lambda: ["natural", "random", "mad"], metadata={"help": "attacks of the final evaluation"}
@@ -184,6 +197,18 @@ def check_adversary(config: AdversaryConfig, where: str) -> None:
     steps = config.total_timesteps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UsageError(f"{where}: total_timesteps must be an integer >= 1, got {steps!r}")
+
+
+def learning_rate_schedule(config: DistillConfig) -> float | Callable[[float], float]:
+    """Return the learning rate, or SB3's schedule of the remaining progress (1 at the start, 0 at the end)."""
+    if config.learning_rate_schedule == "constant":
+        return config.learning_rate
+    if config.learning_rate_schedule == "linear":
+        return LinearSchedule(config.learning_rate, 0.0, 1.0)
+    raise UsageError(
+        f"unknown learning_rate_schedule {config.learning_rate_schedule!r}; pass --learning-rate-schedule "
+        "constant or linear"
+    )
 
 
 def check_epsilon(epsilon: float) -> None:

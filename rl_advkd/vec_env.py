@@ -1,5 +1,8 @@
 """Vectorized environments whose observations are normalized with frozen statistics."""
 
+from collections.abc import Callable
+
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
@@ -53,7 +56,7 @@ class FrozenNormalizeVecEnv(VecEnvWrapper):
 
 
 def make_student_env(
-    env_id: str, normalizer: ObservationNormalizer, reward_scale: float, n_envs: int, seed: int
+    env: str | Callable[[], gym.Env], normalizer: ObservationNormalizer, reward_scale: float, n_envs: int, seed: int
 ) -> FrozenNormalizeVecEnv:
-    """Build ``n_envs`` monitored copies of ``env_id`` behind frozen normalization."""
-    return FrozenNormalizeVecEnv(make_vec_env(env_id, n_envs=n_envs, seed=seed), normalizer, reward_scale)
+    """Build ``n_envs`` monitored copies of ``env`` (an env id or a factory) behind frozen normalization."""
+    return FrozenNormalizeVecEnv(make_vec_env(env, n_envs=n_envs, seed=seed), normalizer, reward_scale)

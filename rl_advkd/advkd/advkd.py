@@ -166,7 +166,7 @@ class AdvKD(PPO):
     ) -> bool:
         """
         Collect a rollout as SB3's on-policy algorithms do, with the observation attacker between
-        the env and the student: on attacked steps the student acts on ``s̃``, and the buffer keeps
+        the env and the student. On attacked steps the student acts on ``s̃``. The buffer keeps
         both ``s̃`` (for the PPO ratio) and the clean ``s`` (for the teacher).
         """
         assert self._last_obs is not None, "No previous observation was provided"
@@ -355,7 +355,7 @@ class AdvKD(PPO):
 
     def as_frozen_policy(self, name: str = "student") -> FrozenPolicy:
         """Return a frozen copy of the student for evaluation; training can continue on this model."""
-        # A fresh policy built from the constructor parameters, as SB3's BasePolicy.load does; a
+        # A fresh policy built from the constructor parameters, as SB3's BasePolicy.load does. A
         # deepcopy would fail on the tensors of the last action distribution cached in the policy.
         policy = type(self.policy)(**self.policy._get_constructor_parameters())
         policy.load_state_dict(self.policy.state_dict())

@@ -1,0 +1,169 @@
+"""
+Write BENCHMARKS.md, and the measured table of README.md, from the raw benchmark outputs.
+
+Nothing here measures anything: every number comes from a file that a benchmark script in this
+folder wrote (``results/main_job/``, ``results/lambda_probe/``, ``results/force_adversary/``,
+``latency.json``). A missing output leaves its section saying which script to run.
+
+Usage: ``python benchmarks/report.py``
+"""
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README_MARKERS = ("<!-- main-job:start -->", "<!-- main-job:end -->")
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _cell(row: dict) -> str:
+    return f"{row['mean']:.0f} ± {row['std']:.0f} ({row['falls']}/{row['episodes']})"
+
+
+def main_job_section() -> str:
+    """Render the main job's teacher-vs-student table with its wall time and sizes."""
+    record = _load(RESULTS / "main_job" / "results.json")
+    timing = _load(RESULTS / "main_job" / "timing.json")
+    if record is None or timing is None:
+        return "Not measured yet: run `python benchmarks/main_job.py`.\n"
+
+    teacher, student = record["policies"]
+    lines = ["| attack | ε | teacher (actor [256, 256]) | student (actor [64, 64]) |", "|---|---|---|---|"]
+    for teacher_row, student_row in zip(teacher["rows"], student["rows"]):
+        attack = "**worst**" if teacher_row["attack"] == "worst" else teacher_row["attack"]
+        lines.append(f"| {attack} | {teacher_row['epsilon']:g} | {_cell(teacher_row)} | {_cell(student_row)} |")
+
+    natural = {policy["name"]: policy["rows"][0]["mean"] for policy in record["policies"]}
+    ratio = teacher["actor_parameters"] / student["actor_parameters"]
+    return "\n".join(lines) + (
+        f"\n\nCells: mean ± std of the return over {record['episodes']} deterministic episodes "
+        f"(episodes that fell before the time limit). {record['env_id']}, ε = {record['epsilon']} in normalized "
+        f"units, seed {record['seed']}. Student natural return: {100 * natural['student'] / natural['teacher']:.0f}% "
+        f"of the teacher's. Actor parameters: teacher {teacher['actor_parameters']:,}, student "
+        f"{student['actor_parameters']:,} ({ratio:.1f} times fewer). Training: {record['total_timesteps']:,} steps "
+        f"in {record['train_seconds'] / 60:.1f} min; the whole command took {timing['wall_seconds'] / 60:.1f} min "
+        f"on {timing['cpu_count']} cores ({timing['processor'] or timing['machine']}). "
+        f"Command: `{timing['command']}`; raw output in `benchmarks/results/main_job/`.\n"
+    )
+
+
+def lambda_section() -> str:
+    """Render the λ probe: natural and attacked returns of two students that differ only in λ."""
+    rows = []
+    for label in ("A", "B"):
+        record = _load(RESULTS / "lambda_probe" / label / "results.json")
+        if record is None:
+            return "Not measured yet: run `python benchmarks/lambda_probe.py`.\n"
+        config = (RESULTS / "lambda_probe" / label / "config.yaml").read_text()
+        lambda_adv = re.search(r"lambda_adv: ([0-9.]+)", config).group(1)
+        student = {row["attack"]: row for row in record["policies"][1]["rows"]}
+        teacher = {row["attack"]: row for row in record["policies"][0]["rows"]}
+        rows.append((lambda_adv, student, teacher, record))
+
+    lines = ["| λ | student natural | student random | student mad |", "|---|---|---|---|"]
+    for lambda_adv, student, _, _ in rows:
+        lines.append(f"| {lambda_adv} | {_cell(student['natural'])} | {_cell(student['random'])} | {_cell(student['mad'])} |")
+    _, _, teacher, record = rows[0]
+    lines.append(f"| teacher | {_cell(teacher['natural'])} | {_cell(teacher['random'])} | {_cell(teacher['mad'])} |")
+    return "\n".join(lines) + (
+        f"\n\n{record['env_id']}, {record['total_timesteps']:,} student steps, seed {record['seed']}, "
+        f"{record['episodes']} episodes per cell, both runs in parallel on one thread each. One seed per "
+        "setting: this chose the default λ, it is not a significance test. "
+        "Script: `benchmarks/lambda_probe.py`; raw output in `benchmarks/results/lambda_probe/`.\n"
+    )
+
+
+def force_section() -> str:
+    """Return the force-adversary comparison that ``force_adversary.py`` wrote."""
+    summary = RESULTS / "force_adversary" / "summary.md"
+    if not summary.is_file():
+        return "Not measured yet: run `python benchmarks/force_adversary.py`.\n"
+    return summary.read_text() + (
+        "\nScript: `benchmarks/force_adversary.py`; raw output in `benchmarks/results/force_adversary/`.\n"
+    )
+
+
+def latency_section() -> str:
+    """Render per-action latency and throughput of the exported student, the exported teacher and SB3."""
+    record = _load(ROOT / "benchmarks" / "latency.json")
+    if record is None:
+        return "Not measured yet: run `python benchmarks/latency.py`.\n"
+    results = record["results"]
+    names = {"student_onnx": "student, ONNX Runtime", "teacher_onnx": "teacher, ONNX Runtime",
+             "teacher_sb3": "teacher, SB3 `predict` with VecNormalize"}  # fmt: skip
+    lines = ["| policy | µs per action, batch 1 | actions/s, batch 1,024 |", "|---|---|---|"]
+    for key, label in names.items():
+        row = results[key]
+        lines.append(
+            f"| {label} | {row['batch1_us_per_action_median']:.1f} | {row['batch1024_actions_per_s_median']:,.0f} |"
+        )
+    ratios = record["ratios"]
+    overhead = record["overhead"]["empty_graph_bare_session_run"]["batch1_us_per_action_median"]
+    student_note = "untrained weights of the same shape" if not record["student"]["trained"] else "the trained student"
+    return "\n".join(lines) + (
+        f"\n\nMedians of {record['repeats']} repeats, one thread, {record['env_id']} ({student_note}). "
+        f"Per action at batch 1 the exported student is {ratios['batch1_sb3_predict_over_student_onnx']:.1f} times "
+        f"faster than SB3's `predict` on the teacher, short of the 30 times we aim for: ONNX Runtime's Python call "
+        f"alone took {overhead:.1f} µs on an empty graph on this machine. At batch 1,024 it runs "
+        f"{ratios['batch1024_student_onnx_over_sb3_predict']:.1f} times the SB3 throughput. "
+        "Script: `benchmarks/latency.py`; raw output in `benchmarks/latency.json`.\n"
+    )
+
+
+def write_benchmarks() -> str:
+    """Assemble BENCHMARKS.md and return the main-job table for the README."""
+    main_job = main_job_section()
+    page = f"""# Benchmarks
+
+Every number on this page is read from a raw output committed under `benchmarks/` by
+`benchmarks/report.py`; the script that produced each output is named under its table. All runs
+are on a 2-core x86_64 machine without a GPU, often shared with other jobs, so absolute times are
+estimates and ratios measured side by side in one run are the figures to compare.
+
+## Main job: Hopper-v5 teacher and AdvKD student
+
+`rl-advkd distill` with its defaults: observation attacks at the profile's ε.
+
+{main_job}
+## Choosing λ, the weight of the PPO term
+
+{lambda_section()}
+## Force adversary: students distilled without and with it
+
+Same seed and budget; the second student trained in alternation with a PPO force adversary
+(pushes on the torso, in x and z, up to the profile's bound). Rows `force-random` (random pushes
+at the bound), `force` (a fresh adversary trained against the evaluated student), and the mass
+and friction grids (factors on every body mass and every geom friction, from nominal values).
+
+{force_section()}
+## Deployment latency
+
+{latency_section()}
+## Force bounds
+
+How the force bound of each task profile was chosen: `benchmarks/force_bounds.py`, raw outputs in
+`benchmarks/force_bounds-Hopper-v5.txt` and `benchmarks/force_bounds-InvertedPendulum-v5.txt`.
+"""
+    (ROOT / "BENCHMARKS.md").write_text(page)
+    return main_job
+
+
+def update_readme(main_job: str) -> None:
+    """Replace the text between the README's main-job markers with the measured table."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{main_job}{end}{after}")
+
+
+if __name__ == "__main__":
+    update_readme(write_benchmarks())
