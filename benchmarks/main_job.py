@@ -26,6 +26,7 @@ def main() -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     command = ["rl-advkd", "distill", "--run-dir", str(run_dir), *sys.argv[1:]]
 
+    load_at_start = os.getloadavg()[0]
     started = time.time()
     subprocess.run(command, cwd=ROOT, check=True)
     wall_seconds = time.time() - started
@@ -39,6 +40,9 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        # Other jobs on the machine slow the run down; these say how busy it was.
+        "load_average_1min_at_start": round(load_at_start, 2),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
     (OUT / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     print(f"wall time {wall_seconds / 60:.1f} min; raw output in {OUT}")

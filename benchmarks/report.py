@@ -2,15 +2,16 @@
 Write BENCHMARKS.md, and the measured table of README.md, from the raw benchmark outputs.
 
 Nothing here measures anything: every number comes from a file that a benchmark script in this
-folder wrote (``results/main_job/``, ``results/lambda_probe/``, ``results/force_adversary/``,
+folder wrote (``results/main_job/``, ``results/*_probe/``, ``results/force_adversary/``,
 ``latency.json``). A missing output leaves its section saying which script to run.
 
 Usage: ``python benchmarks/report.py``
 """
 
 import json
-import re
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -52,29 +53,38 @@ def main_job_section() -> str:
     )
 
 
-def lambda_section() -> str:
-    """Render the λ probe: natural and attacked returns of two students that differ only in λ."""
-    rows = []
-    for label in ("A", "B"):
-        record = _load(RESULTS / "lambda_probe" / label / "results.json")
-        if record is None:
-            return "Not measured yet: run `python benchmarks/lambda_probe.py`.\n"
-        config = (RESULTS / "lambda_probe" / label / "config.yaml").read_text()
-        lambda_adv = re.search(r"lambda_adv: ([0-9.]+)", config).group(1)
+def probe_section(probe: str) -> str:
+    """Render one probe of ``probe.py``: the settings and returns of its two students, and the teacher's."""
+    folder = RESULTS / probe
+    labels = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    if not labels:
+        return f"Not measured yet: run `python benchmarks/probe.py {probe}`.\n"
+
+    lines = [
+        "| run | steps | λ | learning rate | natural | share of the teacher's natural | random | mad |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in labels:
+        record = _load(folder / label / "results.json")
+        config = yaml.safe_load((folder / label / "config.yaml").read_text())["distill"]
         student = {row["attack"]: row for row in record["policies"][1]["rows"]}
         teacher = {row["attack"]: row for row in record["policies"][0]["rows"]}
-        rows.append((lambda_adv, student, teacher, record))
-
-    lines = ["| λ | student natural | student random | student mad |", "|---|---|---|---|"]
-    for lambda_adv, student, _, _ in rows:
-        lines.append(f"| {lambda_adv} | {_cell(student['natural'])} | {_cell(student['random'])} | {_cell(student['mad'])} |")
-    _, _, teacher, record = rows[0]
-    lines.append(f"| teacher | {_cell(teacher['natural'])} | {_cell(teacher['random'])} | {_cell(teacher['mad'])} |")
+        schedule = config.get("learning_rate_schedule", "constant")
+        share = 100 * student["natural"]["mean"] / teacher["natural"]["mean"]
+        lines.append(
+            f"| {label} | {record['total_timesteps']:,} | {config['lambda_adv']} | {config['learning_rate']:g}, "
+            f"{schedule} | {_cell(student['natural'])} | {share:.0f}% | {_cell(student['random'])} | "
+            f"{_cell(student['mad'])} |"
+        )
+    lines.append(
+        f"| teacher | | | | {_cell(teacher['natural'])} | | {_cell(teacher['random'])} | {_cell(teacher['mad'])} |"
+    )
     return "\n".join(lines) + (
-        f"\n\n{record['env_id']}, {record['total_timesteps']:,} student steps, seed {record['seed']}, "
-        f"{record['episodes']} episodes per cell, both runs in parallel on one thread each. One seed per "
-        "setting: this chose the default λ, it is not a significance test. "
-        "Script: `benchmarks/lambda_probe.py`; raw output in `benchmarks/results/lambda_probe/`.\n"
+        f"\n\n{record['env_id']}, seed {record['seed']}, {record['episodes']} deterministic episodes per cell, "
+        "the two runs in parallel on one thread each. Each share compares with the teacher evaluated in the same "
+        "run; the teacher row is from the last run. One seed per setting: a probe picks a default, "
+        f"it is not a significance test. Script: `benchmarks/probe.py {probe}`; raw output in "
+        f"`benchmarks/results/{probe}/`.\n"
     )
 
 
@@ -130,9 +140,12 @@ estimates and ratios measured side by side in one run are the figures to compare
 `rl-advkd distill` with its defaults: observation attacks at the profile's ε.
 
 {main_job}
-## Choosing λ, the weight of the PPO term
+## Choosing the defaults: λ and the learning-rate schedule
 
-{lambda_section()}
+λ weighs the PPO term against distillation. Each probe trained two students side by side.
+
+{probe_section("lambda_probe")}
+{probe_section("schedule_probe")}
 ## Force adversary: students distilled without and with it
 
 Same seed and budget; the second student trained in alternation with a PPO force adversary

@@ -2,12 +2,13 @@
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+from rl_advkd import __version__
 from rl_advkd.errors import UsageError
+from rl_advkd.tracking_options import add_tracking_arguments, tracking_options
 
 logger = logging.getLogger("rl_advkd")
 
@@ -19,6 +20,7 @@ def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timesteps", type=int, help="environment steps (default: the profile's)")
     parser.add_argument("--seed", type=int, help="random seed (default: the profile's)")
     parser.add_argument("--out", help="output folder (default: agents/<ENV>/teacher)")
+    add_tracking_arguments(parser)
     parser.set_defaults(handler=_run_teacher)
 
 
@@ -28,8 +30,17 @@ def _run_teacher(args: argparse.Namespace) -> int:
     from rl_advkd.teachers import train_teacher
 
     profile = load_profile(args.env, args.profile)
+    if args.timesteps is not None and args.timesteps < 1:
+        raise UsageError(f"--timesteps must be >= 1, got {args.timesteps}")
     out_dir = Path(args.out) if args.out else shipped_teacher_dir(args.env)
-    record = train_teacher(profile, out_dir, total_timesteps=args.timesteps, seed=args.seed, progress_bar=_on_terminal())
+    record = train_teacher(
+        profile,
+        out_dir,
+        total_timesteps=args.timesteps,
+        seed=args.seed,
+        progress_bar=_on_terminal(),
+        tracking=tracking_options(args),
+    )
     evaluation = record["evaluation"]
     print(
         f"teacher saved to {out_dir}: deterministic return {evaluation['mean_return']:.1f} "
@@ -49,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distill an SB3 teacher into a compact student that stays robust under observation attacks.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_teacher(subparsers)
     from rl_advkd import cli_deploy, cli_distill
@@ -60,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; user errors print one line and exit with status 2."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    from rl_advkd.rendering import choose_gl_backend
+
+    # MuJoCo reads MUJOCO_GL when it is imported, so the backend is chosen before any subcommand runs.
+    choose_gl_backend()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -12,6 +12,11 @@ from pathlib import Path
 
 from rl_advkd.errors import UsageError
 from rl_advkd.profiles import DistillConfig, TaskProfile
+from rl_advkd.tracking_options import TrackingOptions, add_tracking_arguments, tracking_options
+
+if typing.TYPE_CHECKING:
+    from rl_advkd.policies import FrozenPolicy
+    from rl_advkd.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ def _add_distill(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-dir", help="output folder (default: runs/<ENV>/advkd-seed<SEED>-<TIME>)")
     parser.add_argument("--timesteps", dest="total_timesteps", type=int, help=argparse.SUPPRESS)
     _add_config_options(parser, DistillConfig)
+    add_tracking_arguments(parser)
     parser.set_defaults(handler=_run_distill)
 
 
@@ -81,10 +87,17 @@ def _run_distill(args: argparse.Namespace) -> int:
         check_epsilon(args.epsilon)
     profile = load_profile(args.env, args.profile)
     config = _apply_overrides(profile.distill, args)
+    tracking = tracking_options(args)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env, config.seed)
 
     record = run_distillation(
-        profile, config, run_dir, teacher_path=args.teacher, epsilon=args.epsilon, progress_bar=sys.stderr.isatty()
+        profile,
+        config,
+        run_dir,
+        teacher_path=args.teacher,
+        epsilon=args.epsilon,
+        progress_bar=sys.stderr.isatty(),
+        tracking=tracking,
     )
     print((run_dir / "results.md").read_text())
     print(f"run folder: {run_dir} (student.zip, config.yaml, command.txt, logs/, results.json, results.md)")
@@ -99,7 +112,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         description="Run deterministic episodes under each attack and write results.json and results.md.",
     )
     parser.add_argument("--policy", required=True, help="student .zip, or a teacher folder or model .zip")
-    parser.add_argument("--env", default="Hopper-v5", help="Gymnasium env id (default: %(default)s)")
+    parser.add_argument("--env", help="Gymnasium env id (default: the one recorded with the policy)")
     parser.add_argument(
         "--attacks",
         default="natural,random,mad",
@@ -115,7 +128,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="env steps of PPO training of the adversary of the force attack (default: the profile's)",
     )
-    parser.add_argument("--out", default="results.json", help="results JSON; the table goes next to it as .md")
+    parser.add_argument(
+        "--out",
+        default="results.json",
+        help="results JSON; the table goes next to it as .md and TensorBoard events into logs/ beside it",
+    )
+    add_tracking_arguments(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -130,13 +148,38 @@ def is_student_zip(path: Path) -> bool:
     return "normalization" in data
 
 
+def recorded_env_id(path: str | Path) -> str | None:
+    """Read the env id saved with a student zip or a teacher's provenance, without unpickling anything."""
+    path = Path(path)
+    if is_student_zip(path):
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("data")).get("env_id")
+    provenance = (path if path.is_dir() else path.parent) / "provenance.json"
+    if provenance.is_file():
+        return json.loads(provenance.read_text()).get("env_id")
+    return None
+
+
+def check_policy_path(path: str | Path) -> Path:
+    """Raise a :class:`UsageError` unless ``path`` can be a student zip or a teacher folder or zip."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"policy not found: {path} does not exist")
+    if path.is_file() and path.suffix != ".zip":
+        raise UsageError(
+            f"cannot evaluate {path}: pass a student .zip, or a teacher folder or model .zip "
+            "(exported .onnx and .pt files run with 'rl-advkd play')"
+        )
+    if path.is_dir() and not (path / "model.zip").is_file() and (path / "student.zip").is_file():
+        raise UsageError(f"{path} is a run folder; pass its student: --policy {path / 'student.zip'}")
+    return path
+
+
 def load_policy(path: str | Path, env_id: str):
     """Load a student zip or a teacher as a frozen policy for ``env_id``."""
     from rl_advkd.teachers import check_spaces, load_teacher
 
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"policy not found: {path} does not exist")
+    path = check_policy_path(path)
     if not is_student_zip(path):
         return load_teacher(path, env_id)
 
@@ -173,9 +216,10 @@ def check_push_bodies(profile: TaskProfile) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from rl_advkd.evaluation import DYNAMICS_ATTACKS, evaluate_policy, parse_attacks, results_record, write_results
+    from rl_advkd.evaluation import parse_attacks
     from rl_advkd.profiles import check_epsilon, load_profile
 
+    tracking = tracking_options(args)
     try:
         attacks = parse_attacks(args.attacks)
     except ValueError as error:
@@ -184,12 +228,77 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     if args.adversary_steps is not None and args.adversary_steps < 1:
         raise UsageError(f"--adversary-steps must be >= 1, got {args.adversary_steps}")
+    if args.env is None:
+        args.env = recorded_env_id(check_policy_path(args.policy))
+        if args.env is None:
+            raise UsageError(f"no env id is recorded with {args.policy}; pass --env ENV_ID")
     profile = load_profile(args.env, args.profile)
     epsilon = profile.epsilon if args.epsilon is None else args.epsilon
     check_epsilon(epsilon)
     if any(attack in ("force-random", "force") for attack in attacks):
         check_push_bodies(profile)
     policy = load_policy(args.policy, args.env)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tracker = start_evaluation_tracking(args, tracking, policy, profile, epsilon, out.parent)
+    try:
+        _evaluate_and_report(args, tracking, tracker, profile, policy, attacks, epsilon, out)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    return 0
+
+
+def start_evaluation_tracking(
+    args: argparse.Namespace,
+    tracking: TrackingOptions,
+    policy: "FrozenPolicy",
+    profile: TaskProfile,
+    epsilon: float,
+    out_dir: Path,
+) -> "Tracker":
+    """Start the W&B run of ``evaluate`` (inactive without ``--track``), with its resolved configuration."""
+    from rl_advkd.provenance import command_line, file_sha256, library_versions
+    from rl_advkd.tracking import Tracker
+
+    policy_file = policy.path if policy.path is not None and Path(policy.path).is_file() else None
+    config = {
+        "env_id": args.env,
+        "policy": {"name": policy.name, "path": str(policy.path), "sha256": policy_file and file_sha256(policy_file)},
+        "attacks": args.attacks,
+        "epsilon": epsilon,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "profile": profile.source,
+        "adversary_steps": args.adversary_steps,
+        "versions": library_versions(),
+        "command": command_line(),
+    }
+    return Tracker.start(
+        tracking,
+        out_dir,
+        config,
+        job_type="evaluate",
+        group=f"{args.env}/evaluate",
+        name=f"evaluate-{policy.name}-seed{args.seed}",
+    )
+
+
+def _evaluate_and_report(
+    args: argparse.Namespace,
+    tracking: TrackingOptions,
+    tracker: "Tracker",
+    profile: TaskProfile,
+    policy: "FrozenPolicy",
+    attacks: list[str],
+    epsilon: float,
+    out: Path,
+) -> None:
+    from stable_baselines3.common.logger import configure
+
+    from rl_advkd.evaluation import DYNAMICS_ATTACKS, evaluate_policy, results_record, write_results
+    from rl_advkd.reporting import record_evaluation, report_results
 
     evaluated = evaluate_policy(
         policy,
@@ -204,12 +313,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     record = results_record(args.env, epsilon, args.episodes, args.seed, [evaluated])
     if any(attack in DYNAMICS_ATTACKS for attack in attacks):
         record["adversary"] = dataclasses.asdict(profile.adversary)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     table = write_results(record, out, out.with_suffix(".md"))
     print(table)
     print(f"results written to {out} and {out.with_suffix('.md')}")
-    return 0
+
+    # TensorBoard events of the results, like those of a training run, at step 0.
+    sb3_logger = configure(str(out.parent / "logs"), ["tensorboard"])
+    sb3_logger.output_formats.append(tracker.writer())
+    record_evaluation(sb3_logger, record, step=0)
+    sb3_logger.close()
+    report_results(tracker, tracking, out.parent, record, Path(args.policy), seed=args.seed)
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:

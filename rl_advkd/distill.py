@@ -18,9 +18,19 @@ from rl_advkd.advkd import AdvKD
 from rl_advkd.logging_utils import SummaryLineWriter
 from rl_advkd.errors import UsageError
 from rl_advkd.evaluation import evaluate_policy, results_record, write_results
-from rl_advkd.profiles import DistillConfig, TaskProfile, check_epsilon, check_net_arch, learning_rate_schedule
+from rl_advkd.profiles import (
+    DistillConfig,
+    TaskProfile,
+    check_distill_config,
+    check_epsilon,
+    check_net_arch,
+    learning_rate_schedule,
+)
+from rl_advkd.reporting import log_model_artifact, record_evaluation, report_results
 from rl_advkd.provenance import command_line, library_versions, utc_now
 from rl_advkd.teachers import load_teacher
+from rl_advkd.tracking import Tracker
+from rl_advkd.tracking_options import TrackingOptions
 from rl_advkd.vec_env import make_student_env
 
 logger = logging.getLogger(__name__)
@@ -110,6 +120,7 @@ def run_distillation(
     teacher_path: str | Path | None = None,
     epsilon: float | None = None,
     progress_bar: bool = True,
+    tracking: TrackingOptions | None = None,
 ) -> dict[str, Any]:
     """
     Distill, save and evaluate; everything lands in ``run_dir``.
@@ -117,13 +128,26 @@ def run_distillation(
     The folder receives ``config.yaml`` (the resolved configuration), ``command.txt``,
     ``student.zip`` (with its normalization statistics inside), ``force_adversary.zip`` when a
     force adversary trained, ``logs/`` (SB3's stdout log, ``progress.csv`` and TensorBoard
-    events), ``results.json`` and ``results.md``.
+    events), ``results.json`` and ``results.md``. With ``tracking.track`` or ``tracking.video``
+    it also receives ``videos/``, and with ``tracking.track`` ``results.png``, ``student.onnx``
+    and the W&B run (see :mod:`rl_advkd.tracking`).
+
+    :param tracking: W&B and video options; ``None`` records only the run folder
 
     :return: the results record
     """
     epsilon = profile.epsilon if epsilon is None else epsilon
     check_epsilon(epsilon)
-    check_net_arch(config.net_arch)
+    check_distill_config(config)
+    rollout_size = config.n_steps * config.n_envs
+    if config.total_timesteps % rollout_size:
+        logger.warning(
+            "total_timesteps %d is not a multiple of n_steps * n_envs = %d; training stops after the rollout "
+            "that passes it (%d steps)",
+            config.total_timesteps,
+            rollout_size,
+            -(-config.total_timesteps // rollout_size) * rollout_size,
+        )
     perturbation = force_perturbation(profile, config) if config.force_adversary else None
     teacher = load_teacher(teacher_path, profile.env_id)
 
@@ -140,7 +164,37 @@ def run_distillation(
     }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (run_dir / "command.txt").write_text(command_line() + "\n")
+    variant = "advkd-force" if perturbation is not None else "advkd"
+    tracker = Tracker.start(
+        tracking,
+        run_dir,
+        {**resolved, "command": command_line()},
+        job_type="distill",
+        group=f"{profile.env_id}/{variant}",
+        name=f"{variant}-seed{config.seed}",
+    )
+    try:
+        record = _distill_and_evaluate(
+            profile, config, run_dir, teacher, epsilon, perturbation, progress_bar, tracker, tracking
+        )
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    return record
 
+
+def _distill_and_evaluate(
+    profile: TaskProfile,
+    config: DistillConfig,
+    run_dir: Path,
+    teacher: Any,
+    epsilon: float,
+    perturbation: ForcePerturbation | None,
+    progress_bar: bool,
+    tracker: Tracker,
+    tracking: TrackingOptions | None,
+) -> dict[str, Any]:
     # The student's envs hold a slot for the force adversary, which needs the student as its victim.
     callbacks = []
     adversary = None
@@ -154,6 +208,7 @@ def run_distillation(
         model = build_student(config, teacher, profile.env_id, epsilon)
     sb3_logger = configure(str(run_dir / "logs"), ["log", "csv", "tensorboard"])
     sb3_logger.output_formats.append(SummaryLineWriter(config.total_timesteps))
+    sb3_logger.output_formats.append(tracker.writer())
     model.set_logger(sb3_logger)
     logger.info(
         "distilling %s: teacher %d actor parameters, student %d; %d steps, ε=%g",
@@ -187,6 +242,12 @@ def run_distillation(
     record["total_timesteps"] = int(model.num_timesteps)
     record["teacher_sha256"] = teacher.info["sha256"]
     write_results(record, run_dir / "results.json", run_dir / "results.md")
+
+    record_evaluation(sb3_logger, record, model.num_timesteps)
+    report_results(tracker, tracking, run_dir, record, run_dir / STUDENT_FILE, seed=config.seed)
+    extra_files = [run_dir / "config.yaml", run_dir / "results.json"]
+    log_model_artifact(tracker, run_dir / STUDENT_FILE, profile.env_id, "student", extra_files)
+    sb3_logger.close()
     return record
 
 

@@ -4,6 +4,7 @@ attacks, the results JSON and the markdown table.
 """
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 # the evaluated policy, and ``mass`` and ``friction`` run the policy on a grid of scaled models.
 DYNAMICS_ATTACKS = ("force-random", "force", "mass", "friction")
 ATTACKS = OBSERVATION_ATTACKS + DYNAMICS_ATTACKS
+
+# Seconds between progress lines of run_episodes when no progress bar is shown.
+PROGRESS_LOG_S = 30.0
 
 
 @dataclass
@@ -119,6 +123,9 @@ def run_episodes(
         start(slot)
 
     progress = tqdm(total=episodes, desc=f"{policy.name}/{name}", disable=None if show_progress else True, leave=False)
+    # Without a terminal tqdm shows nothing, so progress goes to the log every PROGRESS_LOG_S.
+    started = last_line = time.monotonic()
+    finished = 0
     while any(index is not None for index in episode_of):
         active = [slot for slot in range(n_envs) if episode_of[slot] is not None]
         raw = np.stack([observations[slot] for slot in active])
@@ -138,6 +145,10 @@ def run_episodes(
                 lengths[episode] = running_length[slot]
                 fell[episode] = bool(terminated)
                 progress.update(1)
+                finished += 1
+                if progress.disable and time.monotonic() - last_line >= PROGRESS_LOG_S:
+                    last_line = time.monotonic()
+                    _log_progress(f"{policy.name}/{name}", finished, episodes, last_line - started)
                 start(slot)
     progress.close()
     for env in envs:
@@ -153,6 +164,11 @@ def run_episodes(
         mean_length=float(lengths.mean()),
         returns=[round(float(value), 3) for value in returns],
     )
+
+
+def _log_progress(label: str, done: int, total: int, elapsed: float) -> None:
+    remaining = elapsed / done * (total - done)
+    logger.info("%s: %d/%d episodes, %.0f s elapsed, about %.0f s left", label, done, total, elapsed, remaining)
 
 
 def evaluate_policy(

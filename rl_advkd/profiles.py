@@ -70,7 +70,7 @@ class DistillConfig:
     adversary_every: int = field(default=10, metadata={"help": "student iterations between adversary phases"})
     adversary_steps: int = field(default=8_192, metadata={"help": "env steps of each adversary phase"})
     force_bound: float | None = field(
-        default=None, metadata={"help": "maximum push per axis in newtons (default: the profile's adversary bound)"}
+        default=None, metadata={"help": "maximum push per axis in newtons, if not the adversary section's bound"}
     )
     eval_episodes: int = field(default=20, metadata={"help": "episodes of the final teacher-vs-student evaluation"})
     eval_attacks: list[str] = field(
@@ -209,6 +209,49 @@ def learning_rate_schedule(config: DistillConfig) -> float | Callable[[float], f
         f"unknown learning_rate_schedule {config.learning_rate_schedule!r}; pass --learning-rate-schedule "
         "constant or linear"
     )
+
+
+def check_distill_config(config: DistillConfig) -> None:
+    """
+    Raise a :class:`UsageError` naming the first invalid value of a distillation config.
+
+    Every check runs before the run folder is created, so bad input leaves nothing behind and
+    no training time is spent on a config that would fail at the evaluation.
+    """
+    from rl_advkd.evaluation import parse_attacks
+
+    check_net_arch(config.net_arch)
+    at_least_one = ("total_timesteps", "n_envs", "n_steps", "n_epochs", "eval_episodes", "adversary_every", "adversary_steps")
+    for name in at_least_one:
+        value = getattr(config, name)
+        if not value >= 1:
+            raise UsageError(f"{name} must be >= 1, got {value}; pass e.g. --{name.replace('_', '-')} 1")
+    checks = [
+        ("batch_size", config.batch_size >= 2, "an integer >= 2 (PPO normalizes advantages per minibatch)", 256),
+        ("pgd_steps", config.pgd_steps >= 0, "an integer >= 0", 10),
+        ("learning_rate", config.learning_rate > 0, "> 0", 3e-4),
+        ("lambda_adv", config.lambda_adv >= 0, ">= 0", 0.1),
+        ("beta", config.beta >= 0, ">= 0", 1.0),
+        ("attack_fraction", 0.0 <= config.attack_fraction <= 1.0, "in [0, 1]", 0.5),
+        ("gamma", 0.0 < config.gamma <= 1.0, "in (0, 1]", 0.99),
+        ("gae_lambda", 0.0 <= config.gae_lambda <= 1.0, "in [0, 1]", 0.95),
+        ("clip_range", config.clip_range > 0, "> 0", 0.2),
+        ("ent_coef", config.ent_coef >= 0, ">= 0", 0.0),
+        ("vf_coef", config.vf_coef >= 0, ">= 0", 0.5),
+        ("max_grad_norm", config.max_grad_norm > 0, "> 0", 0.5),
+        ("kl_direction", config.kl_direction in ("forward", "reverse"), "forward or reverse", "forward"),
+    ]
+    for name, valid, allowed, example in checks:
+        if not valid:
+            value = getattr(config, name)
+            raise UsageError(f"{name} must be {allowed}, got {value!r}; pass e.g. --{name.replace('_', '-')} {example}")
+    if config.force_bound is not None and not config.force_bound > 0:
+        raise UsageError(f"force_bound must be > 0 newtons, got {config.force_bound}; pass e.g. --force-bound 20")
+    learning_rate_schedule(config)
+    try:
+        parse_attacks(config.eval_attacks)
+    except ValueError as error:
+        raise UsageError(f"eval_attacks: {error}") from None
 
 
 def check_epsilon(epsilon: float) -> None:

@@ -4,6 +4,7 @@ import json
 import logging
 import pickle
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,15 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from rl_advkd.errors import UsageError
 from rl_advkd.evaluation import run_episodes
+from rl_advkd.logging_utils import SummaryLineWriter
 from rl_advkd.normalization import ObservationNormalizer
 from rl_advkd.paths import shipped_teacher_dir
 from rl_advkd.policies import FrozenPolicy
 from rl_advkd.profiles import TaskProfile
 from rl_advkd.provenance import command_line, file_sha256, library_versions, utc_now, write_json
+from rl_advkd.reporting import VIDEO_DIR, log_model_artifact, write_videos
+from rl_advkd.tracking import Tracker
+from rl_advkd.tracking_options import TrackingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,7 @@ def train_teacher(
     total_timesteps: int | None = None,
     seed: int | None = None,
     progress_bar: bool = True,
+    tracking: TrackingOptions | None = None,
 ) -> dict[str, Any]:
     """
     Train a PPO teacher with ``VecNormalize`` and save it with its statistics and provenance.
@@ -61,8 +67,11 @@ def train_teacher(
     The folder receives ``model.zip``, ``vecnormalize.pkl``, ``provenance.json``, SB3's logs
     (``progress.csv``, TensorBoard) and ``evaluations.npz``, a deterministic learning curve that
     shows whether the teacher got stuck. Ctrl-C still saves the model trained so far, marked
-    ``"interrupted": true`` in its provenance.
+    ``"interrupted": true`` in its provenance. With ``tracking.track`` or ``tracking.video`` the
+    folder also receives ``videos/``, and with ``tracking.track`` ``model.onnx`` and the W&B run.
 
+    :param progress_bar: show SB3's progress bar; training also logs one line per PPO iteration
+    :param tracking: W&B and video options; ``None`` records only the folder
     :return: the provenance record
     """
     config = profile.teacher
@@ -81,7 +90,27 @@ def train_teacher(
     eval_env.norm_reward = False
 
     model = PPO("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs, verbose=0, **hyperparams)
-    model.set_logger(configure(str(out_dir / "logs"), ["stdout", "csv", "tensorboard"]))
+    # One log line per iteration reads better than SB3's stdout table in a terminal and in a log file.
+    sb3_logger = configure(str(out_dir / "logs"), ["log", "csv", "tensorboard"])
+    sb3_logger.output_formats.append(SummaryLineWriter(total_timesteps))
+    tracker = Tracker.start(
+        tracking,
+        out_dir,
+        {
+            "env_id": profile.env_id,
+            "profile": profile.source,
+            "teacher": asdict(config),
+            "total_timesteps": total_timesteps,
+            "seed": seed,
+            "versions": library_versions(),
+            "command": command_line(),
+        },
+        job_type="teacher",
+        group=f"{profile.env_id}/teacher",
+        name=f"teacher-seed{seed}",
+    )
+    sb3_logger.output_formats.append(tracker.writer())
+    model.set_logger(sb3_logger)
     # EvalCallback copies the training statistics into eval_env before each evaluation.
     curve = EvalCallback(
         eval_env,
@@ -131,6 +160,26 @@ def train_teacher(
     write_json(out_dir / PROVENANCE_FILE, record)
     venv.close()
     eval_env.close()
+
+    final_evaluation = {"eval/teacher/natural/mean_return": row.mean, "eval/teacher/natural/falls": row.falls}
+    tracker.log_metrics(final_evaluation, model.num_timesteps)
+    if tracking is not None and tracking.wants_video:
+        # The video replays the first episode of the final evaluation above.
+        videos = write_videos(
+            out_dir / MODEL_FILE,
+            profile.env_id,
+            [],
+            0.0,
+            seed + 20_000,
+            out_dir / VIDEO_DIR,
+            tracking.video_frames,
+            prefix="teacher",
+        )
+        for key, path in videos.items():
+            tracker.log_video(path, key)
+    extra_files = [out_dir / name for name in (MODEL_FILE, VECNORMALIZE_FILE, PROVENANCE_FILE)]
+    log_model_artifact(tracker, out_dir, profile.env_id, "teacher", extra_files)
+    tracker.finish(exit_code=1 if interrupted else 0)
     return record
 
 
@@ -224,12 +273,12 @@ def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: 
         if observation_space.shape != env.observation_space.shape:
             raise UsageError(
                 f"{what} expects observations of shape {observation_space.shape}, but {env_id} gives "
-                f"{env.observation_space.shape}; pass the teacher trained on {env_id}"
+                f"{env.observation_space.shape}; pass the --env it was trained on, or a policy trained on {env_id}"
             )
         if action_space.shape != env.action_space.shape:
             raise UsageError(
                 f"{what} outputs actions of shape {action_space.shape}, but {env_id} takes "
-                f"{env.action_space.shape}; pass the teacher trained on {env_id}"
+                f"{env.action_space.shape}; pass the --env it was trained on, or a policy trained on {env_id}"
             )
         if not np.allclose(action_space.low, env.action_space.low) or not np.allclose(
             action_space.high, env.action_space.high
