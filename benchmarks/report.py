@@ -43,7 +43,7 @@ def main_job_section() -> str:
     ratio = teacher["actor_parameters"] / student["actor_parameters"]
     return "\n".join(lines) + (
         f"\n\nCells: mean ± std of the return over {record['episodes']} deterministic episodes "
-        f"(episodes that fell before the time limit). {record['env_id']}, ε = {record['epsilon']} in normalized "
+        f"(falls: episodes that ended before the time limit). {record['env_id']}, ε = {record['epsilon']} in normalized "
         f"units, seed {record['seed']}. Student natural return: {100 * natural['student'] / natural['teacher']:.0f}% "
         f"of the teacher's. Actor parameters: teacher {teacher['actor_parameters']:,}, student "
         f"{student['actor_parameters']:,} ({ratio:.1f} times fewer). Training: {record['total_timesteps']:,} steps "

@@ -3,7 +3,6 @@
 import argparse
 import logging
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from rl_advkd import __version__

@@ -6,11 +6,10 @@ import logging
 import sys
 import types
 import typing
-import zipfile
-import json
 from pathlib import Path
 
 from rl_advkd.errors import UsageError
+from rl_advkd.saved_student import read_student_attributes, recorded_env_id
 from rl_advkd.profiles import DistillConfig, TaskProfile
 from rl_advkd.tracking_options import TrackingOptions, add_tracking_arguments, tracking_options
 
@@ -139,25 +138,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 def is_student_zip(path: Path) -> bool:
     """Tell a student saved by AdvKD from a teacher by the JSON part of the zip (no pickle is run)."""
-    if path.suffix != ".zip" or not path.is_file():
-        return False
-    with zipfile.ZipFile(path) as archive:
-        if "data" not in archive.namelist():
-            return False
-        data = json.loads(archive.read("data"))
-    return "normalization" in data
-
-
-def recorded_env_id(path: str | Path) -> str | None:
-    """Read the env id saved with a student zip or a teacher's provenance, without unpickling anything."""
-    path = Path(path)
-    if is_student_zip(path):
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("data")).get("env_id")
-    provenance = (path if path.is_dir() else path.parent) / "provenance.json"
-    if provenance.is_file():
-        return json.loads(provenance.read_text()).get("env_id")
-    return None
+    return read_student_attributes(path) is not None
 
 
 def check_policy_path(path: str | Path) -> Path:

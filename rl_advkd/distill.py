@@ -141,8 +141,8 @@ def run_distillation(
     check_distill_config(config)
     rollout_size = config.n_steps * config.n_envs
     if config.total_timesteps % rollout_size:
-        logger.warning(
-            "total_timesteps %d is not a multiple of n_steps * n_envs = %d; training stops after the rollout "
+        logger.info(
+            "total_timesteps %d is not a multiple of n_steps * n_envs = %d, so training stops after the rollout "
             "that passes it (%d steps)",
             config.total_timesteps,
             rollout_size,

@@ -18,7 +18,6 @@ import copy
 import json
 import logging
 import math
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from rl_advkd import __version__
 from rl_advkd.errors import UsageError
 from rl_advkd.policies import FrozenPolicy
 from rl_advkd.provenance import utc_now
+from rl_advkd.saved_student import read_student_attributes, recorded_env_id
 
 logger = logging.getLogger(__name__)
 
@@ -349,38 +349,6 @@ def _same_file(recorded: str, resolved: Path) -> bool:
     # Paths in results.json may be relative to the folder the run was started from.
     candidate = Path(recorded)
     return candidate.exists() and candidate.resolve() == resolved
-
-
-def read_student_attributes(path: Path) -> dict[str, Any] | None:
-    """
-    Read a student's recorded attributes (``env_id``, ``epsilon``, ``teacher_sha256``) from the JSON
-    part of its zip, without running any pickle.
-
-    :return: the attributes, or ``None`` when ``path`` is not a student saved by AdvKD
-    """
-    if path.suffix != ".zip" or not path.is_file():
-        return None
-    with zipfile.ZipFile(path) as archive:
-        if "data" not in archive.namelist():
-            return None
-        data = json.loads(archive.read("data"))
-    if "normalization" not in data:
-        return None
-    return {key: data.get(key) for key in ("env_id", "epsilon", "teacher_sha256")}
-
-
-def recorded_env_id(path: str | Path) -> str | None:
-    """Return the env id recorded with a student zip or a teacher (its ``provenance.json``), or ``None``."""
-    from rl_advkd.teachers import PROVENANCE_FILE
-
-    path = Path(path)
-    student = read_student_attributes(path)
-    if student is not None:
-        return student["env_id"]
-    provenance = (path if path.is_dir() else path.parent) / PROVENANCE_FILE
-    if provenance.is_file():
-        return json.loads(provenance.read_text()).get("env_id")
-    return None
 
 
 def load_exportable(path: str | Path, env_id: str | None = None) -> tuple[FrozenPolicy, dict[str, Any]]:

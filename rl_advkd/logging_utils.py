@@ -31,6 +31,9 @@ class SummaryLineWriter(KVWriter):
         self.total_timesteps = total_timesteps
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        # Only training iterations carry a step count; other dumps (final evaluation scalars) are skipped.
+        if "time/total_timesteps" not in key_values:
+            return
         parts = []
         for key, label in SUMMARY_KEYS.items():
             if key not in key_values:

@@ -215,6 +215,20 @@ def test_play_exported_teacher_reaches_recorded_return(exported_teacher, capsys)
     assert mean == pytest.approx(recorded, abs=0.05)
 
 
+def test_play_shipped_student_reaches_recorded_return(capsys):
+    shipped = SHIPPED_PENDULUM_TEACHER.parent / "student"
+    results = json.loads((shipped / "results.json").read_text())
+    student = next(policy for policy in results["policies"] if policy["name"] == "student")
+    recorded = student["rows"][0]["mean"]
+
+    code = main(["play", "--policy", str(shipped / "student.onnx"), "--episodes", "3", "--seed", "0"])
+
+    output = capsys.readouterr().out
+    assert code == 0
+    mean = float(re.search(r"mean return over 3 episodes: (-?[\d.]+)", output).group(1))
+    assert mean == pytest.approx(recorded, abs=0.05)
+
+
 def test_play_mad_needs_zip(exported_teacher, capsys):
     code = main(["play", "--policy", str(exported_teacher), "--episodes", "1", "--attack", "mad"])
 
