@@ -88,3 +88,25 @@ def test_trained_teacher_folder_is_complete(tiny_hopper_teacher_dir):
     assert provenance["evaluation"]["episodes"] == 2
     assert provenance["model_sha256"] == teacher.info["sha256"]
     assert "stable-baselines3" in provenance["versions"]
+
+
+def test_a2c_teacher_distills(tmp_path):
+    from stable_baselines3 import A2C
+
+    from rl_advkd.distill import build_student
+
+    venv = VecNormalize(make_vec_env(PENDULUM, n_envs=1, seed=0))
+    teacher_model = A2C("MlpPolicy", venv, n_steps=16, seed=0, policy_kwargs={"net_arch": [32, 32]})
+    teacher_model.learn(256)
+    teacher_model.save(tmp_path / "model.zip")
+    venv.save(str(tmp_path / "vecnormalize.pkl"))
+
+    teacher = load_teacher(tmp_path, PENDULUM, algo="a2c")
+    raw = _raw_observations(PENDULUM, 50)
+    expected, _ = teacher_model.predict(venv.normalize_obs(raw), deterministic=True)
+    np.testing.assert_allclose(teacher.act(raw), expected, atol=1e-6)
+
+    config = DistillConfig(total_timesteps=256, n_envs=2, n_steps=128, batch_size=128, n_epochs=1)
+    student = build_student(config, teacher, PENDULUM, epsilon=0.3)
+    student.learn(config.total_timesteps)
+    assert student.num_timesteps == 256
