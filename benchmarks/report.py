@@ -94,7 +94,8 @@ def force_section() -> str:
     if not summary.is_file():
         return "Not measured yet: run `python benchmarks/force_adversary.py`.\n"
     return summary.read_text() + (
-        "\nScript: `benchmarks/force_adversary.py`; raw output in `benchmarks/results/force_adversary/`.\n"
+        "\nThe training wall times include a pause of about 7 minutes, during which the main job ran alone on "
+        "the machine. Script: `benchmarks/force_adversary.py`; raw output in `benchmarks/results/force_adversary/`.\n"
     )
 
 
@@ -114,7 +115,9 @@ def latency_section() -> str:
         )
     ratios = record["ratios"]
     overhead = record["overhead"]["empty_graph_bare_session_run"]["batch1_us_per_action_median"]
-    student_note = "untrained weights of the same shape" if not record["student"]["trained"] else "the trained student"
+    # latency.py records trained=False for a freshly built student and the path of a given one.
+    student = record["student"]
+    student_note = f"student {student['path']}" if student.get("path") else "a freshly initialized [64, 64] student"
     return "\n".join(lines) + (
         f"\n\nMedians of {record['repeats']} repeats, one thread, {record['env_id']} ({student_note}). "
         f"Per action at batch 1 the exported student is {ratios['batch1_sb3_predict_over_student_onnx']:.1f} times "
@@ -154,6 +157,12 @@ at the bound), `force` (a fresh adversary trained against the evaluated student)
 and friction grids (factors on every body mass and every geom friction, from nominal values).
 
 {force_section()}
+With the force adversary at the profile's 20 N bound, the student gave up the teacher's gait: its
+natural return fell to the level of a robot that stays upright for a while and falls, and it was
+no better under pushes. A fresh 20 N adversary brings both students below 150 (the `force` row),
+so this bound is too strong to train against; the force adversary is therefore off by default. Both students, like the teacher, lose most of
+their return when every mass or every friction coefficient changes by 25% or more.
+
 ## Deployment latency
 
 {latency_section()}
