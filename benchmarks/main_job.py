@@ -40,7 +40,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
-        # Other jobs on the machine slow the run down; these say how busy it was.
+        # Other jobs on the machine slow the run down; these record how busy it was.
         "load_average_1min_at_start": round(load_at_start, 2),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }

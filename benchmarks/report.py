@@ -162,7 +162,7 @@ natural return fell to the level of a robot that stays upright for a while and f
 no better under pushes. A fresh 20 N adversary brings both students below 150 (the `force` row),
 so this bound is too strong to train against; the force adversary is therefore off by default. Both students lose most of their return when
 every friction coefficient changes by 25% or more, when every mass grows by 25% or more, or when
-every mass halves; the student trained without the adversary did better with masses at 75%.
+every mass halves. The student trained without the adversary did better with masses at 75%.
 
 ## Deployment latency
 

@@ -83,7 +83,7 @@ def run_episodes(
 
     Episode ``i`` resets its env with seed ``seed + i``, so two calls with the same arguments
     give the same returns whatever ``n_envs`` is. The attack perturbs every observation the
-    policy sees, the first one after ``reset()`` included. A fall is an episode that terminated
+    policy receives, the first one after ``reset()`` included. A fall is an episode that terminated
     before the time limit.
 
     :param n_envs: episodes run side by side, so the policy and the attack work on batches

@@ -53,7 +53,7 @@ class ObservationNormalizer:
 
     @classmethod
     def identity(cls, shape: tuple[int, ...]) -> "ObservationNormalizer":
-        """A normalizer that leaves observations as they are (within ±inf)."""
+        """Return a normalizer that leaves observations as they are (no shift, scale or clip)."""
         return cls(mean=np.zeros(shape), var=np.ones(shape) - 1e-8, clip_obs=float("inf"))
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:

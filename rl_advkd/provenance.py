@@ -1,4 +1,4 @@
-"""What produced an artifact: the command, the library versions and file hashes."""
+"""Provenance of an artifact: the command, the library versions and file hashes."""
 
 import hashlib
 import json

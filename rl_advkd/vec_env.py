@@ -16,7 +16,7 @@ class FrozenNormalizeVecEnv(VecEnvWrapper):
 
     This is SB3's ``VecNormalize`` with ``training=False``, written as its own wrapper so that
     no code path can update the statistics. The reward scale is the teacher's return standard
-    deviation, so the student's critic sees rewards of the size the teacher's critic saw.
+    deviation, so the student's critic receives rewards of the size the teacher's critic was trained on.
     Terminal observations in ``infos`` are normalized as well, for SB3's timeout bootstrap.
 
     :param venv: environments that return raw observations (wrapped in ``Monitor``, so episode

@@ -291,9 +291,8 @@ def train_adversary(
     started = time.perf_counter()
     logger.info("training a force adversary on %s (%s, %g N) for %d steps", env_id, bodies, bound, total_timesteps)
     # NOTE: the adversary learns from raw observations and rewards with SB3's default PPO
-    # settings, untuned and without VecNormalize. On InvertedPendulum-v5 at 9 N, 50,000 steps did
-    # not find the constant push that topples the shipped teacher, so a high return under this
-    # adversary does not prove robustness.
+    # settings, untuned and without VecNormalize. It may miss pushes as simple as a constant one,
+    # so a high return under this adversary does not prove robustness.
     model = train_agent(make_game, total_timesteps, seed)
     logger.info("adversary trained in %.0f s", time.perf_counter() - started)
     return model

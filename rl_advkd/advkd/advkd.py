@@ -98,6 +98,7 @@ class AdvKD(PPO):
         self.teacher_path = str(teacher.path) if teacher is not None and teacher.path else None
         self.teacher_sha256 = teacher.info.get("sha256") if teacher is not None else None
         self._attack_generator: th.Generator | None = None
+        self._normalizer: ObservationNormalizer | None = normalizer
 
         kwargs.setdefault("rollout_buffer_class", AdvKDRolloutBuffer)
         super().__init__(policy, env, _init_setup_model=False, **kwargs)
@@ -109,7 +110,7 @@ class AdvKD(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         # The teacher is large and is a separate artifact; its path and hash are saved instead.
-        return [*super()._excluded_save_params(), "teacher", "_attack_generator"]
+        return [*super()._excluded_save_params(), "teacher", "_attack_generator", "_normalizer"]
 
     def _check_teacher_fits(self) -> None:
         assert self.teacher is not None
@@ -128,7 +129,11 @@ class AdvKD(PPO):
         """The frozen observation statistics the student's input is normalized with."""
         if self.normalization is None:
             raise ValueError("this AdvKD model has no normalization statistics; it was built without a teacher")
-        return ObservationNormalizer.from_dict(self.normalization)
+        # Built once: predict() runs on every step of an adversary's training, and the statistics
+        # never change after construction or loading.
+        if getattr(self, "_normalizer", None) is None:
+            self._normalizer = ObservationNormalizer.from_dict(self.normalization)
+        return self._normalizer
 
     def _current_lambda(self) -> float:
         if callable(self.lambda_adv):
