@@ -50,7 +50,7 @@ from rl_advkd.export import ONNX_OPSET, export_policy  # noqa: E402
 from rl_advkd.paths import SOURCE_ROOT  # noqa: E402
 from rl_advkd.profiles import DistillConfig, load_profile  # noqa: E402
 from rl_advkd.provenance import command_line, utc_now  # noqa: E402
-from rl_advkd.teachers import ALGORITHMS, load_teacher, resolve_teacher_path  # noqa: E402
+from rl_advkd.teacher_loading import algorithm_class, load_teacher, resolve_teacher  # noqa: E402
 
 LARGE_BATCH = 1024
 TARGET_SPEEDUP = 30.0
@@ -127,9 +127,9 @@ def empty_graph_session(obs_dim: int) -> ort.InferenceSession:
 
 def sb3_predict(teacher_path: Path, env_id: str, algo: str) -> Callable[[np.ndarray], np.ndarray]:
     """Return SB3's usual inference path: frozen VecNormalize, then ``model.predict``."""
-    model_path, stats_path = resolve_teacher_path(teacher_path, env_id)
-    model = ALGORITHMS[algo].load(model_path, device="cpu")
-    vec_normalize = VecNormalize.load(str(stats_path), DummyVecEnv([lambda: gym.make(env_id)]))
+    source = resolve_teacher(teacher_path, env_id)
+    model = algorithm_class(algo).load(source.model, device="cpu")
+    vec_normalize = VecNormalize.load(str(source.vecnormalize), DummyVecEnv([lambda: gym.make(env_id)]))
     vec_normalize.training = False
 
     def predict(obs: np.ndarray) -> np.ndarray:

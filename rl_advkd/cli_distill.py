@@ -68,40 +68,105 @@ def _add_distill(subparsers: argparse._SubParsersAction) -> None:
         description="Distill a teacher into a compact student with L = L_soft + λ·L_adv, then evaluate both.",
     )
     parser.add_argument("--env", default="Hopper-v5", help="Gymnasium env id (default: %(default)s)")
-    parser.add_argument("--teacher", help="teacher folder or model .zip (default: the shipped teacher of --env)")
     parser.add_argument("--profile", help="task profile YAML (default: envs/<ENV>.yaml)")
     parser.add_argument("--epsilon", type=float, help="ℓ∞ attack budget in normalized units (default: the profile's)")
     parser.add_argument("--run-dir", help="output folder (default: runs/<ENV>/advkd-seed<SEED>-<TIME>)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint, with the configuration recorded in it",
+    )
     parser.add_argument("--timesteps", dest="total_timesteps", type=int, help=argparse.SUPPRESS)
+    teacher = parser.add_argument_group("teacher")
+    teacher.add_argument(
+        "--teacher",
+        help="rl_advkd teacher folder, RL Zoo run folder or SB3 model .zip of PPO, A2C, SAC, TQC, TD3 or DDPG "
+        "(default: the shipped teacher of --env)",
+    )
+    teacher.add_argument("--vecnormalize", metavar="PATH", help="the teacher's VecNormalize file, if not next to it")
+    teacher.add_argument(
+        "--raw-observations",
+        action="store_true",
+        help="the teacher was trained without observation normalization: estimate the statistics that define ε "
+        "from its rollouts (see --stats-steps)",
+    )
+    teacher.add_argument(
+        "--trust-teacher",
+        action="store_true",
+        help="load with SB3's full load, which runs the pickled code stored in the files; by default only "
+        "weights, JSON settings and normalization arrays are read",
+    )
+    teacher.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="use a teacher recorded for another env id (results are tagged)",
+    )
     _add_config_options(parser, DistillConfig)
     add_tracking_arguments(parser)
     parser.set_defaults(handler=_run_distill)
 
 
 def _run_distill(args: argparse.Namespace) -> int:
-    from rl_advkd.distill import default_run_dir, run_distillation
+    from rl_advkd.distill import (
+        DistillInterrupted,
+        TeacherOptions,
+        default_run_dir,
+        resume_distillation,
+        run_distillation,
+    )
     from rl_advkd.profiles import check_epsilon, load_profile
 
-    if args.epsilon is not None:
-        check_epsilon(args.epsilon)
-    profile = load_profile(args.env, args.profile)
-    config = _apply_overrides(profile.distill, args)
     tracking = tracking_options(args)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env, config.seed)
-
-    record = run_distillation(
-        profile,
-        config,
-        run_dir,
-        teacher_path=args.teacher,
-        epsilon=args.epsilon,
-        progress_bar=sys.stderr.isatty(),
-        tracking=tracking,
-    )
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            _warn_ignored_with_resume(args)
+            record = resume_distillation(run_dir, progress_bar=sys.stderr.isatty(), tracking=tracking)
+        else:
+            if args.epsilon is not None:
+                check_epsilon(args.epsilon)
+            profile = load_profile(args.env, args.profile)
+            config = _apply_overrides(profile.distill, args)
+            run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.env, config.seed)
+            options = TeacherOptions(
+                path=args.teacher,
+                vecnormalize=args.vecnormalize,
+                raw_observations=args.raw_observations,
+                trust=args.trust_teacher,
+                allow_env_mismatch=args.allow_env_mismatch,
+            )
+            record = run_distillation(
+                profile,
+                config,
+                run_dir,
+                epsilon=args.epsilon,
+                progress_bar=sys.stderr.isatty(),
+                tracking=tracking,
+                teacher_options=options,
+            )
+    except DistillInterrupted as stop:
+        print(
+            f"interrupted at {stop.steps} of {stop.total} steps; checkpoint saved in {stop.run_dir / 'checkpoint'}. "
+            f"Continue with: rl-advkd distill --resume {stop.run_dir}",
+            file=sys.stderr,
+        )
+        # 128 + SIGINT, the status a shell reports for a command stopped with Ctrl-C.
+        return 130
     print((run_dir / "results.md").read_text())
     print(f"run folder: {run_dir} (student.zip, config.yaml, command.txt, logs/, results.json, results.md)")
     print(f"training took {record['train_seconds']:.0f} s for {record['total_timesteps']} steps")
     return 0
+
+
+def _warn_ignored_with_resume(args: argparse.Namespace) -> None:
+    """Log the options that ``--resume`` ignores, since the run's recorded configuration wins."""
+    ignored = [field.name for field in dataclasses.fields(DistillConfig) if getattr(args, field.name, None) is not None]
+    ignored += [name for name in ("teacher", "vecnormalize", "profile", "epsilon", "run_dir") if getattr(args, name)]
+    if ignored:
+        logger.warning(
+            "--resume continues with the configuration recorded in the run; ignoring %s",
+            ", ".join(_option(name) for name in ignored),
+        )
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -132,6 +197,17 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         default="results.json",
         help="results JSON; the table goes next to it as .md and TensorBoard events into logs/ beside it",
     )
+    parser.add_argument("--vecnormalize", metavar="PATH", help="a teacher's VecNormalize file, if not next to it")
+    parser.add_argument(
+        "--raw-observations",
+        action="store_true",
+        help="the teacher was trained without observation normalization; estimate the statistics from its rollouts",
+    )
+    parser.add_argument(
+        "--trust-teacher",
+        action="store_true",
+        help="load a teacher with SB3's full load, which runs the pickled code stored in its files",
+    )
     add_tracking_arguments(parser)
     parser.set_defaults(handler=_run_evaluate)
 
@@ -156,18 +232,28 @@ def check_policy_path(path: str | Path) -> Path:
     return path
 
 
-def load_policy(path: str | Path, env_id: str):
-    """Load a student zip or a teacher as a frozen policy for ``env_id``."""
-    from rl_advkd.teachers import check_spaces, load_teacher
+def load_policy(path: str | Path, env_id: str, **teacher_kwargs):
+    """
+    Load a student zip or a teacher as a frozen policy for ``env_id``.
+
+    :param teacher_kwargs: passed to :func:`rl_advkd.teacher_loading.load_teacher` for a teacher
+    """
+    import gymnasium as gym
+
+    from rl_advkd.teacher_loading import check_spaces, load_teacher
 
     path = check_policy_path(path)
     if not is_student_zip(path):
-        return load_teacher(path, env_id)
+        return load_teacher(path, env_id, **teacher_kwargs)
 
     from rl_advkd.advkd import AdvKD
 
     model = AdvKD.load(path, device="cpu")
-    check_spaces(model.observation_space, model.action_space, env_id, what=f"student {path}")
+    env = gym.make(env_id)
+    try:
+        check_spaces(model.observation_space, model.action_space, env, env_id, what=f"student {path}")
+    finally:
+        env.close()
     if model.env_id and model.env_id != env_id:
         raise UsageError(f"student {path} was distilled on {model.env_id}, not {env_id}; pass --env {model.env_id}")
     policy = model.as_frozen_policy()
@@ -218,7 +304,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     check_epsilon(epsilon)
     if any(attack in ("force-random", "force") for attack in attacks):
         check_push_bodies(profile)
-    policy = load_policy(args.policy, args.env)
+    policy = load_policy(
+        args.policy,
+        args.env,
+        vecnormalize=args.vecnormalize,
+        raw_observations=args.raw_observations,
+        trust=args.trust_teacher,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tracker = start_evaluation_tracking(args, tracking, policy, profile, epsilon, out.parent)

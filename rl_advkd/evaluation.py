@@ -77,9 +77,10 @@ def run_episodes(
     show_progress: bool = True,
     wrap_env: Callable[[gym.Env], gym.Env] | None = None,
     name: str | None = None,
+    deterministic: bool = True,
 ) -> ResultRow:
     """
-    Run ``episodes`` deterministic episodes with the observation attack in the loop.
+    Run ``episodes`` episodes with the observation attack in the loop.
 
     Episode ``i`` resets its env with seed ``seed + i``, so two calls with the same arguments
     give the same returns whatever ``n_envs`` is. The attack perturbs every observation the
@@ -92,6 +93,8 @@ def run_episodes(
         Episodes stay independent of ``n_envs`` only if the wrapper draws its randomness from
         the reset seed, as :class:`~rl_advkd.adversaries.ProtagonistEnv` does.
     :param name: the row's ``attack`` label; defaults to ``attack``
+    :param deterministic: act with the mean action; ``False`` samples from the policy's
+        distribution (squashed for a squashed head, fixed std for a deterministic one)
     """
     generator = th.Generator().manual_seed(seed)
     n_envs = max(1, min(n_envs, episodes))
@@ -132,7 +135,8 @@ def run_episodes(
         obs = th.as_tensor(policy.normalizer.normalize(raw))
         obs = perturb(attack, policy, obs, epsilon, generator=generator)
         with th.no_grad():
-            actions = policy.clip_action(policy.mean_action(obs).numpy())
+            actions = policy.mean_action(obs) if deterministic else policy.sample_action(obs, generator)
+        actions = policy.clip_action(actions.numpy())
 
         for row, slot in enumerate(active):
             observation, reward, terminated, truncated, _ = envs[slot].step(actions[row])
@@ -392,6 +396,8 @@ def markdown_table(record: dict[str, Any]) -> str:
         f"\n{record['env_id']}, {record['episodes']} deterministic episodes per row, seed {record['seed']}. "
         f"Actor parameters: {sizes}.\n"
     )
+    for tag in record.get("tags", []):
+        footer += f"\nTagged: {tag}.\n"
     return "\n".join(lines) + "\n" + footer
 
 

@@ -26,6 +26,7 @@ import onnx
 import torch as th
 from gymnasium import spaces
 from onnx import TensorProto, helper, numpy_helper
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from rl_advkd import __version__
@@ -79,6 +80,7 @@ class DeterministicActor(th.nn.Module):
         # Flat bounds, because the action head outputs (batch, action_dim) whatever the Box shape.
         self.register_buffer("action_low", _float_buffer(policy.action_space.low.ravel()))
         self.register_buffer("action_high", _float_buffer(policy.action_space.high.ravel()))
+        self.squashed = policy.squashed
         self.features_extractor = features_extractor
         self.policy_net = policy_net
         self.action_net = action_net
@@ -87,6 +89,8 @@ class DeterministicActor(th.nn.Module):
         obs = obs.to(th.float32)
         normalized = th.clamp((obs - self.obs_mean) / self.obs_std, -self.clip_obs, self.clip_obs)
         mean_action = self.action_net(self.policy_net(self.features_extractor(normalized)))
+        if self.squashed:
+            mean_action = self.action_low + (th.tanh(mean_action) + 1.0) * (self.action_high - self.action_low) / 2.0
 
         # Lower bound first, then upper bound: the order of np.clip, which SB3's predict applies.
         return th.minimum(th.maximum(mean_action, self.action_low), self.action_high)
@@ -105,6 +109,14 @@ def actor_modules(policy: FrozenPolicy) -> tuple[FlattenExtractor, th.nn.Sequent
         the activations in :data:`ONNX_ACTIVATIONS`
     """
     sb3_policy = policy.policy
+    if not isinstance(sb3_policy, ActorCriticPolicy):
+        # NOTE: SAC, TQC, TD3 and DDPG actors have their own module layout; export covers the
+        # actor-critic policies of PPO and A2C, which every rl_advkd student is.
+        raise ValueError(
+            f"cannot export a {type(sb3_policy).__name__}; export supports students and PPO or A2C teachers"
+        )
+    if policy.raw_input:
+        raise ValueError("cannot export a teacher that reads raw observations; export its student instead")
     features_extractor = sb3_policy.pi_features_extractor
     if not isinstance(features_extractor, FlattenExtractor):
         raise ValueError(
@@ -164,6 +176,9 @@ def build_onnx_model(policy: FrozenPolicy, metadata: dict[str, Any]) -> onnx.Mod
             nodes.append(_activation_node(layer, latent, output))
         latent = output
 
+    if policy.squashed:
+        nodes.extend(_squash_nodes(policy.action_space, latent, initializers))
+        latent = "squashed_action"
     nodes.extend(_action_clip_nodes(policy.action_space, latent, initializers))
 
     graph = helper.make_graph(
@@ -183,6 +198,20 @@ def build_onnx_model(policy: FrozenPolicy, metadata: dict[str, Any]) -> onnx.Mod
     helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata, allow_nan=False)})
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _squash_nodes(action_space: spaces.Box, input_name: str, initializers: list) -> list[onnx.NodeProto]:
+    """Map the Gaussian mean u to ``low + (tanh(u) + 1) * (high - low) / 2``, the squashed head's action."""
+    low, high = action_space.low.ravel(), action_space.high.ravel()
+    initializers.append(_float_tensor("squash_one", np.array(1.0)))
+    initializers.append(_float_tensor("squash_half_range", (high - low) / 2.0))
+    initializers.append(_float_tensor("squash_low", low))
+    return [
+        helper.make_node("Tanh", [input_name], ["tanh_mean"]),
+        helper.make_node("Add", ["tanh_mean", "squash_one"], ["tanh_shifted"]),
+        helper.make_node("Mul", ["tanh_shifted", "squash_half_range"], ["tanh_scaled"]),
+        helper.make_node("Add", ["tanh_scaled", "squash_low"], ["squashed_action"]),
+    ]
 
 
 def _action_clip_nodes(action_space: spaces.Box, input_name: str, initializers: list) -> list[onnx.NodeProto]:
@@ -296,6 +325,7 @@ def policy_metadata(
         "source": str(source) if source is not None else None,
         "observation_space": space_metadata(policy.observation_space),
         "action_space": space_metadata(policy.action_space),
+        "head": policy.head,
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", *policy.observation_space.shape]},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", int(np.prod(policy.action_space.shape))]},
         # Stored so that a runtime can express a perturbation of ε normalized units in raw units.

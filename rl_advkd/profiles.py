@@ -20,13 +20,14 @@ from rl_advkd.paths import data_dir
 
 @dataclass
 class TeacherConfig:
-    """Settings with which ``rl-advkd teacher`` trains an SB3 PPO teacher."""
+    """Settings with which ``rl-advkd teacher`` trains an SB3 teacher."""
 
+    algo: str = field(default="ppo", metadata={"help": "SB3 algorithm: ppo, a2c, sac, td3 or ddpg"})
     total_timesteps: int = field(default=1_000_000, metadata={"help": "environment steps"})
     seed: int = field(default=0, metadata={"help": "random seed of the run"})
     n_envs: int = field(default=1, metadata={"help": "parallel environments"})
     eval_episodes: int = field(default=20, metadata={"help": "deterministic evaluation episodes"})
-    hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"help": "PPO keyword arguments"})
+    hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of the algorithm"})
     normalize: dict[str, Any] = field(
         default_factory=lambda: {"norm_obs": True, "norm_reward": True, "clip_obs": 10.0},
         metadata={"help": "VecNormalize keyword arguments"},
@@ -71,6 +72,23 @@ class DistillConfig:
     adversary_steps: int = field(default=8_192, metadata={"help": "env steps of each adversary phase"})
     force_bound: float | None = field(
         default=None, metadata={"help": "maximum push per axis in newtons, if not the adversary section's bound"}
+    )
+    teacher_std: float = field(
+        default=0.1,
+        metadata={"help": "fixed action std of a TD3 or DDPG teacher, as a fraction of half the action range"},
+    )
+    stats_steps: int = field(
+        default=10_000,
+        metadata={"help": "teacher rollout steps that estimate the statistics of a teacher trained on raw observations"},
+    )
+    preflight_episodes: int = field(
+        default=5, metadata={"help": "teacher episodes in each mode (deterministic, stochastic) of the pre-flight check"}
+    )
+    min_teacher_return: float | None = field(
+        default=None, metadata={"help": "stop before training if the teacher's deterministic pre-flight return is lower"}
+    )
+    checkpoint_every: int = field(
+        default=50_000, metadata={"help": "environment steps between checkpoints; 0 keeps only the one Ctrl-C writes"}
     )
     eval_episodes: int = field(default=20, metadata={"help": "episodes of the final teacher-vs-student evaluation"})
     eval_attacks: list[str] = field(
@@ -221,7 +239,16 @@ def check_distill_config(config: DistillConfig) -> None:
     from rl_advkd.evaluation import parse_attacks
 
     check_net_arch(config.net_arch)
-    at_least_one = ("total_timesteps", "n_envs", "n_steps", "n_epochs", "eval_episodes", "adversary_every", "adversary_steps")
+    at_least_one = (
+        "total_timesteps",
+        "n_envs",
+        "n_steps",
+        "n_epochs",
+        "eval_episodes",
+        "adversary_every",
+        "adversary_steps",
+        "stats_steps",
+    )
     for name in at_least_one:
         value = getattr(config, name)
         if not value >= 1:
@@ -240,6 +267,9 @@ def check_distill_config(config: DistillConfig) -> None:
         ("vf_coef", config.vf_coef >= 0, ">= 0", 0.5),
         ("max_grad_norm", config.max_grad_norm > 0, "> 0", 0.5),
         ("kl_direction", config.kl_direction in ("forward", "reverse"), "forward or reverse", "forward"),
+        ("teacher_std", config.teacher_std > 0, "> 0", 0.1),
+        ("preflight_episodes", config.preflight_episodes >= 0, "an integer >= 0", 5),
+        ("checkpoint_every", config.checkpoint_every >= 0, "an integer >= 0", 50000),
     ]
     for name, valid, allowed, example in checks:
         if not valid:

@@ -52,7 +52,13 @@ class AdvKD(PPO):
         action and the teacher's mean action
     :param normalizer: the teacher's frozen observation statistics; defaults to the teacher's
     :param env_id: the Gymnasium id of the task, recorded in the saved model; defaults to the teacher's
+    :param squash_actions: the env receives tanh of the Gaussian sample scaled to the bounds
+        instead of the clipped sample, so the student has the squashed head of a SAC or TQC
+        teacher and the KL between them stays exact; defaults to the teacher's head
     """
+
+    # Class-level default for students saved before the squashed head existed.
+    squash_actions: bool = False
 
     def __init__(
         self,
@@ -68,6 +74,7 @@ class AdvKD(PPO):
         hard_targets: bool = False,
         normalizer: ObservationNormalizer | None = None,
         env_id: str | None = None,
+        squash_actions: bool | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -90,6 +97,9 @@ class AdvKD(PPO):
         self.pgd_steps = int(pgd_steps)
         self.kl_direction = kl_direction
         self.hard_targets = bool(hard_targets)
+        if squash_actions is None:
+            squash_actions = teacher is not None and teacher.squashed
+        self.squash_actions = bool(squash_actions)
         if normalizer is None and teacher is not None:
             normalizer = teacher.normalizer
         # Stored as a JSON-serializable dict so that it travels inside the saved zip.
@@ -187,8 +197,9 @@ class AdvKD(PPO):
             with th.no_grad():
                 actions, values, log_probs = self.policy(obs)
             actions = actions.cpu().numpy()
-            # A Gaussian head samples beyond the bounds: clip what the env receives, store the sample.
-            clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            # A Gaussian head samples beyond the bounds: the env receives the clipped (or squashed)
+            # action, the buffer keeps the sample, on which the PPO ratio is computed.
+            clipped_actions = self._env_actions(actions)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
@@ -228,6 +239,14 @@ class AdvKD(PPO):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Map Gaussian samples to the actions the env receives: squashed or clipped to the bounds."""
+        low, high = self.action_space.low, self.action_space.high
+        if self.squash_actions:
+            # The Jacobian of tanh cancels in the PPO ratio, so the sample's log-probability serves.
+            return low + (np.tanh(actions) + 1.0) * (high - low) / 2.0
+        return np.clip(actions, low, high)
 
     def _store_teacher_targets(self, rollout_buffer: AdvKDRolloutBuffer) -> None:
         """Run the teacher once per rollout on every clean observation."""
@@ -356,7 +375,17 @@ class AdvKD(PPO):
         The observation is normalized with the frozen statistics stored in the model, so this
         matches what the env receives from an exported student.
         """
-        return super().predict(self.normalizer.normalize(observation), state, episode_start, deterministic)
+        obs = self.normalizer.normalize(observation)
+        if not self.squash_actions:
+            return super().predict(obs, state, episode_start, deterministic)
+
+        # SB3's predict clips the Gaussian sample to the bounds; a squashed head maps it instead.
+        self.policy.set_training_mode(False)
+        obs_tensor, vectorized = self.policy.obs_to_tensor(obs)
+        with th.no_grad():
+            samples = self.policy._predict(obs_tensor, deterministic=deterministic).cpu().numpy()
+        actions = self._env_actions(samples.reshape((-1, *self.action_space.shape)))
+        return (actions if vectorized else actions[0]), state
 
     def as_frozen_policy(self, name: str = "student") -> FrozenPolicy:
         """Return a frozen copy of the student for evaluation; training can continue on this model."""
@@ -370,4 +399,5 @@ class AdvKD(PPO):
             env_id=self.env_id or "",
             name=name,
             info={"teacher_path": self.teacher_path, "teacher_sha256": self.teacher_sha256},
+            head="squashed" if self.squash_actions else "gaussian",
         )
