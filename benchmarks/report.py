@@ -128,16 +128,122 @@ def latency_section() -> str:
     )
 
 
-def write_benchmarks() -> str:
-    """Assemble BENCHMARKS.md and return the main-job table for the README."""
+def _interval(cell: dict) -> str:
+    return f"{cell['iqm']:.0f} [{cell['low']:.0f}, {cell['high']:.0f}]"
+
+
+def robustness_section(folder: Path) -> str:
+    """Render the per-task tables of ``robustness.py``: IQM over seeds with 95% bootstrap intervals."""
+    summary = _load(folder / "summary.json")
+    if summary is None:
+        return "Not measured yet: run `python benchmarks/robustness.py`.\n"
+
+    parts = []
+    for task, record in summary["tasks"].items():
+        policies = record["policies"]
+        names = list(policies)
+        header = "| attack | ε | " + " | ".join(names) + " |"
+        lines = [header, "|---|---|" + "---|" * len(names)]
+        for key, cell in policies[names[0]]["cells"].items():
+            label = f"**{cell['attack']}**" if cell["attack"] == "worst" else cell["attack"]
+            cells = [_interval(policies[name]["cells"][key]) if key in policies[name]["cells"] else "" for name in names]
+            lines.append(f"| {label} | {cell['epsilon']:g} | " + " | ".join(cells) + " |")
+        sizes = ", ".join(f"{name} {policies[name]['actor_parameters']:,}" for name in names)
+        parts.append(
+            f"### {task}\n\n" + "\n".join(lines) + f"\n\n{record['seeds']} seeds per policy, {record['timesteps']:,} "
+            f"student steps, {summary['episodes']} deterministic episodes per seed and row. Cells: interquartile mean "
+            f"over seeds of the per-seed mean return, with its 95% stratified bootstrap interval (rliable). The "
+            f"teacher is one model, evaluated on each seed's episode seeds. Actor parameters: {sizes}.\n"
+        )
+    parts.append(published_section(summary))
+    parts.append(cost_section(summary))
+    wall = summary["wall_seconds"]["total"]
+    wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
+    parts.append(
+        f"Budget `{summary['budget']}`, wall time {wall_text} on 2 cores. Script: `benchmarks/robustness.py`; "
+        f"raw output in `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`.\n"
+    )
+    return "\n".join(parts)
+
+
+def published_section(summary: dict) -> str:
+    """Set our worst-case / natural ratios beside the published ones at the same ε."""
+    published = _load(ROOT / "benchmarks" / "published.json")
+    lines = [
+        "### Worst case over natural, beside published robust agents",
+        "",
+        "| task | ε | ours: teacher | ours: advkd | " + " | ".join(published["sources"]) + " |",
+        "|---|---|---|---|" + "---|" * len(published["sources"]),
+    ]
+    for task, record in summary["tasks"].items():
+        family = task.split("-")[0]
+        if family not in published["results"]:
+            continue
+        epsilon = published["epsilon"][family]
+        ratios = []
+        for name in ("teacher", "advkd"):
+            cells = record["policies"][name]["cells"]
+            worst, natural = cells.get(f"worst@{epsilon:g}"), next(
+                (cell for cell in cells.values() if cell["attack"] == "natural"), None
+            )
+            ratios.append(f"{worst['iqm'] / natural['iqm']:.2f}" if worst and natural else "not run")
+        theirs = [f"{w / n:.2f} ({w}/{n})" for w, n in published["results"][family].values()]
+        lines.append(f"| {task} | {epsilon:g} | " + " | ".join(ratios + theirs) + " |")
+    lines.append(
+        "\nOurs: IQM of the worst case over IQM of the natural return, v5 tasks, the attacks of "
+        f"`{summary['attacks']}` and the dynamics rows that ran. Published: the papers' own worst case "
+        "over their attacks on the v2 tasks (Gym with mujoco-py), other seeds and training budgets; "
+        "sources and the exact figures in `benchmarks/published.json`. The task versions differ in "
+        "their physics and observations, so the ratios compare, the returns do not.\n"
+    )
+    return "\n".join(lines)
+
+
+def cost_section(summary: dict) -> str:
+    """Render the cost figures measured on the first task."""
+    cost = summary.get("cost")
+    if cost is None:
+        return ""
+    steps = cost["steps_to_90_percent"]
+
+    def reached(values: list) -> str:
+        return ", ".join(f"{value:,}" if value is not None else f"not within {cost['budget_steps']:,}" for value in values)
+
+    throughput = cost["throughput"]
+    ratio = throughput["advkd_steps_per_s"] / throughput["ppo_steps_per_s"]
+    return (
+        f"### Cost on {cost['task']}\n\n"
+        f"| figure | value |\n|---|---|\n"
+        f"| steps to 90% of the teacher's natural return ({cost['teacher_natural']:.0f}), per seed: PPO from scratch | {reached(steps['ppo-scratch'])} |\n"
+        f"| same, distilled student (KL only) | {reached(steps['kl-only'])} |\n"
+        f"| same, AdvKD student | {reached(steps['advkd'])} |\n"
+        f"| AdvKD training speed | {throughput['advkd_steps_per_s']:.0f} steps/s |\n"
+        f"| plain SB3 PPO, same student and task | {throughput['ppo_steps_per_s']:.0f} steps/s |\n"
+        f"| AdvKD / PPO speed | {ratio:.2f} |\n\n"
+        "Steps to 90%: the first logged iteration whose mean training-episode return (stochastic actions, and "
+        "for AdvKD partly attacked observations) reaches 90% of the teacher's deterministic natural return. "
+        f"Speed: {throughput['steps']:,} steps of each, alternated twice in one process on one thread, the faster "
+        "repeat of each.\n"
+    )
+
+
+def write_benchmarks(page: Path = ROOT / "BENCHMARKS.md", robustness_dir: Path = RESULTS / "robustness") -> str:
+    """Assemble BENCHMARKS.md (or ``page``) and return its text."""
     main_job = main_job_section()
-    page = f"""# Benchmarks
+    text = f"""# Benchmarks
 
 Every number on this page is read from a raw output committed under `benchmarks/` by
 `benchmarks/report.py`; the script that produced each output is named under its table. All runs
 are on a 2-core x86_64 machine without a GPU, often shared with other jobs, so absolute times are
 estimates and ratios measured side by side in one run are the figures to compare.
 
+## Robustness over seeds
+
+Teacher, student trained from scratch with PPO, distilled student without adversaries (KL only)
+and AdvKD student, at equal student size and equal environment steps, under every attack at
+several ε (normalized units). `worst` is the lowest row at that ε, the ε-free dynamics rows included.
+
+{robustness_section(robustness_dir)}
 ## Main job: Hopper-v5 teacher and AdvKD student
 
 `rl-advkd distill` with its defaults: observation attacks at the profile's ε.
@@ -170,10 +276,11 @@ every mass halves. The student trained without the adversary did better with mas
 ## Force bounds
 
 How the force bound of each task profile was chosen: `benchmarks/force_bounds.py`, raw outputs in
-`benchmarks/force_bounds-Hopper-v5.txt` and `benchmarks/force_bounds-InvertedPendulum-v5.txt`.
+{", ".join(f"`{path.relative_to(ROOT)}`" for path in sorted((ROOT / "benchmarks").glob("force_bounds-*.txt")))}.
+Each profile quotes the rows behind its bound.
 """
-    (ROOT / "BENCHMARKS.md").write_text(page)
-    return main_job
+    Path(page).write_text(text)
+    return text
 
 
 def update_readme(main_job: str) -> None:
@@ -189,4 +296,5 @@ def update_readme(main_job: str) -> None:
 
 
 if __name__ == "__main__":
-    update_readme(write_benchmarks())
+    write_benchmarks()
+    update_readme(main_job_section())

@@ -110,7 +110,6 @@ def build_student(
         ``None`` trains without a force adversary
     :param env_seed: seed of the student's envs; the config's seed by default
     """
-    net_arch = check_net_arch(config.net_arch)
     env_factory: str | Callable[[], gym.Env] = env_id
     if force is not None:
         perturbation, slot = force
@@ -137,21 +136,29 @@ def build_student(
         kl_direction=config.kl_direction,
         hard_targets=config.hard_targets,
         env_id=env_id,
-        learning_rate=learning_rate_schedule(config),
-        n_steps=config.n_steps,
-        batch_size=config.batch_size,
-        n_epochs=config.n_epochs,
-        gamma=config.gamma,
-        gae_lambda=config.gae_lambda,
-        clip_range=config.clip_range,
-        ent_coef=config.ent_coef,
-        vf_coef=config.vf_coef,
-        max_grad_norm=config.max_grad_norm,
-        policy_kwargs={"net_arch": {"pi": net_arch, "vf": net_arch}},
         seed=config.seed,
-        device="cpu",
         verbose=verbose,
+        **ppo_kwargs(config),
     )
+
+
+def ppo_kwargs(config: DistillConfig) -> dict[str, Any]:
+    """Return the SB3 PPO settings of the student: network, optimizer and PPO term, on the CPU."""
+    net_arch = check_net_arch(config.net_arch)
+    return {
+        "learning_rate": learning_rate_schedule(config),
+        "n_steps": config.n_steps,
+        "batch_size": config.batch_size,
+        "n_epochs": config.n_epochs,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "clip_range": config.clip_range,
+        "ent_coef": config.ent_coef,
+        "vf_coef": config.vf_coef,
+        "max_grad_norm": config.max_grad_norm,
+        "policy_kwargs": {"net_arch": {"pi": net_arch, "vf": net_arch}},
+        "device": "cpu",
+    }
 
 
 def load_run_teacher(

@@ -5,7 +5,7 @@ attacks, the results JSON and the markdown table.
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,14 @@ from rl_advkd.adversaries import (
     model_actor,
     train_adversary,
 )
-from rl_advkd.attacks import OBSERVATION_ATTACKS, perturb
+from rl_advkd.attacks import (
+    ATTACKER_CONFIGS,
+    OBSERVATION_ATTACKS,
+    OPTIMAL_STEPS,
+    LearnedAttacker,
+    perturb,
+    train_optimal_attackers,
+)
 from rl_advkd.policies import FrozenPolicy
 from rl_advkd.profiles import AdversaryConfig, load_profile
 from rl_advkd.provenance import library_versions, utc_now, write_json
@@ -40,6 +47,9 @@ ATTACKS = OBSERVATION_ATTACKS + DYNAMICS_ATTACKS
 
 # Seconds between progress lines of run_episodes when no progress bar is shown.
 PROGRESS_LOG_S = 30.0
+
+ObservationAttack = Callable[[th.Tensor, th.Generator], th.Tensor]
+"""Maps a batch of clean normalized observations and a generator to the perturbed batch."""
 
 
 @dataclass
@@ -78,6 +88,7 @@ def run_episodes(
     wrap_env: Callable[[gym.Env], gym.Env] | None = None,
     name: str | None = None,
     deterministic: bool = True,
+    perturbation: ObservationAttack | None = None,
 ) -> ResultRow:
     """
     Run ``episodes`` episodes with the observation attack in the loop.
@@ -95,6 +106,10 @@ def run_episodes(
     :param name: the row's ``attack`` label; defaults to ``attack``
     :param deterministic: act with the mean action; ``False`` samples from the policy's
         distribution (squashed for a squashed head, fixed std for a deterministic one)
+    :param perturbation: maps a batch of clean normalized observations and the episode
+        generator to the perturbed batch, in place of the named ``attack``, which then only
+        labels the row (for example a trained ``optimal`` attacker, or an attack on chosen
+        dimensions)
     """
     generator = th.Generator().manual_seed(seed)
     n_envs = max(1, min(n_envs, episodes))
@@ -133,7 +148,10 @@ def run_episodes(
         active = [slot for slot in range(n_envs) if episode_of[slot] is not None]
         raw = np.stack([observations[slot] for slot in active])
         obs = th.as_tensor(policy.normalizer.normalize(raw))
-        obs = perturb(attack, policy, obs, epsilon, generator=generator)
+        if perturbation is None:
+            obs = perturb(attack, policy, obs, epsilon, generator=generator)
+        else:
+            obs = perturbation(obs, generator)
         with th.no_grad():
             actions = policy.mean_action(obs) if deterministic else policy.sample_action(obs, generator)
         actions = policy.clip_action(actions.numpy())
@@ -179,51 +197,54 @@ def evaluate_policy(
     policy: FrozenPolicy,
     env_id: str,
     attacks: list[str],
-    epsilon: float,
+    epsilon: float | Sequence[float],
     episodes: int,
     seed: int = 0,
     show_progress: bool = True,
     adversary: AdversaryConfig | None = None,
     adversary_steps: int | None = None,
+    optimal_steps: int = OPTIMAL_STEPS,
+    optimal_attackers: int = len(ATTACKER_CONFIGS),
 ) -> dict[str, Any]:
     """
-    Evaluate one policy under each attack and add a ``worst`` row (the lowest mean over all rows).
+    Evaluate one policy under each attack and add a ``worst`` row per budget ε.
 
-    Observation attacks give one row each at budget ``epsilon``. Dynamics attacks (see
-    :data:`DYNAMICS_ATTACKS`) leave the observation clean, so their rows have ``epsilon`` 0.
-    ``mass`` and ``friction`` give one row per factor of the grid, with a ``factor`` key, then a
-    ``<attack>-mean`` row over the pooled episodes of the grid and a ``<attack>-min`` row, the
-    factor with the lowest mean.
+    Observation attacks give one row per ε, in the order of ``epsilon``. Dynamics attacks (see
+    :data:`DYNAMICS_ATTACKS`) leave the observation clean, so they run once and their rows have
+    ``epsilon`` 0. ``mass`` and ``friction`` give one row per factor of the grid, with a
+    ``factor`` key, then a ``<attack>-mean`` row over the pooled episodes of the grid and a
+    ``<attack>-min`` row, the factor with the lowest mean. The ``worst`` row of a budget ε copies
+    the row with the lowest mean among the observation rows at ε and all dynamics rows. Its
+    ``epsilon`` is that ε, and ``worst_of`` names the attack it copies. With one ε the rows come
+    in the order of earlier versions: the attacks in order, then one ``worst`` row.
 
+    :param epsilon: one budget or several, in normalized units
     :param adversary: bodies, force bound and factor grids of the dynamics attacks; ``None``
         reads them from the task profile of ``env_id``
     :param adversary_steps: PPO training steps of the ``force`` adversary; ``None`` takes
         ``adversary.total_timesteps``
+    :param optimal_steps: PPO training steps of each ``optimal`` attacker, per ε
+    :param optimal_attackers: how many attacker configurations the ``optimal`` attack trains
     :return: a JSON-serializable record of the policy and its rows
     """
+    epsilons = epsilon_list(epsilon)
     if adversary is None and any(attack in DYNAMICS_ATTACKS for attack in attacks):
         adversary = load_profile(env_id).adversary
+    clean = _CleanEpisodes(policy, env_id, episodes, seed, show_progress)
 
     rows = []
     for attack in attacks:
         if attack in DYNAMICS_ATTACKS:
             new_rows = dynamics_rows(policy, env_id, attack, episodes, seed, adversary, adversary_steps, show_progress)
         else:
-            row = run_episodes(policy, env_id, attack, epsilon, episodes, seed=seed, show_progress=show_progress)
-            new_rows = [asdict(row)]
+            new_rows = [
+                observation_row(policy, env_id, attack, budget, clean, optimal_steps, optimal_attackers)
+                for budget in epsilons
+            ]
         for row in new_rows:
-            logger.info(
-                "%s %s eps=%g: %.1f +- %.1f (%d falls)",
-                policy.name,
-                row_label(row),
-                row["epsilon"],
-                row["mean"],
-                row["std"],
-                row["falls"],
-            )
+            _log_row(policy, row)
         rows.extend(new_rows)
-    worst = min(rows, key=lambda row: row["mean"])
-    rows.append({**worst, "attack": "worst", "worst_of": worst["attack"]})
+    rows.extend(worst_rows(rows, epsilons))
 
     return {
         "name": policy.name,
@@ -231,6 +252,162 @@ def evaluate_policy(
         "actor_parameters": policy.actor_parameter_count(),
         "rows": rows,
     }
+
+
+def epsilon_list(epsilon: float | Sequence[float]) -> list[float]:
+    """
+    Return the budgets of ``epsilon`` as a list of floats, keeping their order.
+
+    :raises ValueError: for an empty list, a negative or non-finite value, or a value listed twice
+    """
+    values = [float(epsilon)] if np.isscalar(epsilon) else [float(value) for value in epsilon]
+    if not values:
+        raise ValueError("no epsilon given; pass at least one budget, e.g. --epsilon 0.075")
+    for value in values:
+        if not np.isfinite(value) or value < 0.0:
+            raise ValueError(f"epsilon must be a finite number >= 0, got {value:g}; pass e.g. --epsilon 0.075")
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"epsilon {repeated[0]:g} is listed twice; list each budget once, e.g. --epsilon 0,0.1,0.3")
+    return values
+
+
+def _log_row(policy: FrozenPolicy, row: dict[str, Any]) -> None:
+    logger.info(
+        "%s %s eps=%g: %.1f +- %.1f (%d falls)",
+        policy.name,
+        row_label(row),
+        row["epsilon"],
+        row["mean"],
+        row["std"],
+        row["falls"],
+    )
+
+
+class _CleanEpisodes:
+    """The episodes without attack, run once and shared by every row that repeats them."""
+
+    def __init__(self, policy: FrozenPolicy, env_id: str, episodes: int, seed: int, show_progress: bool):
+        self.policy = policy
+        self.env_id = env_id
+        self.episodes = episodes
+        self.seed = seed
+        self.show_progress = show_progress
+        self._row: dict[str, Any] | None = None
+
+    def row(self, attack: str, epsilon: float) -> dict[str, Any]:
+        """Return the clean episodes as a row labeled ``attack`` at budget ``epsilon``."""
+        if self._row is None:
+            result = run_episodes(
+                self.policy,
+                self.env_id,
+                "natural",
+                0.0,
+                self.episodes,
+                seed=self.seed,
+                show_progress=self.show_progress,
+            )
+            self._row = asdict(result)
+        return {**self._row, "attack": attack, "epsilon": float(epsilon), "returns": list(self._row["returns"])}
+
+
+def observation_row(
+    policy: FrozenPolicy,
+    env_id: str,
+    attack: str,
+    epsilon: float,
+    clean: _CleanEpisodes,
+    optimal_steps: int = OPTIMAL_STEPS,
+    optimal_attackers: int = len(ATTACKER_CONFIGS),
+) -> dict[str, Any]:
+    """
+    Run one observation attack at one budget and return its row.
+
+    ``natural``, and any attack at ε = 0, leave every observation unchanged, so their row reuses
+    the clean episodes with the same returns instead of running them again.
+    """
+    if attack == "natural" or epsilon == 0.0:
+        return clean.row(attack, epsilon)
+    if attack == "optimal":
+        return optimal_row(
+            policy, env_id, epsilon, clean.episodes, clean.seed, optimal_steps, optimal_attackers, clean.show_progress
+        )
+    row = run_episodes(
+        policy, env_id, attack, epsilon, clean.episodes, seed=clean.seed, show_progress=clean.show_progress
+    )
+    return asdict(row)
+
+
+def optimal_row(
+    policy: FrozenPolicy,
+    env_id: str,
+    epsilon: float,
+    episodes: int,
+    seed: int = 0,
+    total_timesteps: int = OPTIMAL_STEPS,
+    attackers: int = len(ATTACKER_CONFIGS),
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """
+    Train the ``optimal`` attackers at ``epsilon``, evaluate each and return the row of the strongest.
+
+    The row is that of the attacker with the lowest mean return. ``attacker`` names its
+    configuration, and ``attackers`` lists every configuration with its hyperparameters, training
+    steps and results.
+    """
+    # Training starts from seed + 40,000, so no attacker trains on the evaluation's episode seeds
+    # (seed to seed + episodes - 1) or on those of the force adversary (from seed + 30,000).
+    trained = train_optimal_attackers(policy, env_id, epsilon, total_timesteps, attackers, seed=seed + 40_000)
+
+    results = []
+    for attacker in trained:
+        row = run_episodes(
+            policy,
+            env_id,
+            "optimal",
+            epsilon,
+            episodes,
+            seed=seed,
+            show_progress=show_progress,
+            perturbation=_attacker_perturbation(policy, attacker),
+        )
+        results.append((attacker, row))
+
+    # NOTE: the strongest attacker is chosen on the evaluation episodes themselves, as ATLA reports
+    # its strongest attack. The choice among configurations therefore biases the row's mean low.
+    winner, strongest = min(results, key=lambda pair: pair[1].mean)
+    summary = [
+        {
+            **asdict(attacker.config),
+            "steps": attacker.steps,
+            "mean": row.mean,
+            "std": row.std,
+            "falls": row.falls,
+        }
+        for attacker, row in results
+    ]
+    return {**asdict(strongest), "attacker": winner.config.name, "attackers": summary}
+
+
+def _attacker_perturbation(policy: FrozenPolicy, attacker: LearnedAttacker) -> ObservationAttack:
+    def apply(obs: th.Tensor, generator: th.Generator) -> th.Tensor:
+        return perturb("optimal", policy, obs, attacker.epsilon, generator=generator, attacker=attacker)
+
+    return apply
+
+
+def worst_rows(rows: list[dict[str, Any]], epsilons: list[float]) -> list[dict[str, Any]]:
+    """
+    Return one ``worst`` row per budget: the lowest mean among the observation rows at that ε
+    and every dynamics row, which do not depend on ε.
+    """
+    dynamics = [row for row in rows if row["attack"] not in OBSERVATION_ATTACKS]
+    worst = []
+    for epsilon in epsilons:
+        candidates = [row for row in rows if row["attack"] in OBSERVATION_ATTACKS and row["epsilon"] == epsilon]
+        lowest = min(candidates + dynamics, key=lambda row: row["mean"])
+        worst.append({**lowest, "attack": "worst", "worst_of": lowest["attack"], "epsilon": epsilon})
+    return worst
 
 
 def dynamics_rows(
@@ -354,11 +531,20 @@ def row_label(row: dict[str, Any]) -> str:
     return label
 
 
-def results_record(env_id: str, epsilon: float, episodes: int, seed: int, policies: list[dict]) -> dict[str, Any]:
-    """Assemble the results JSON: what was evaluated, how, with which libraries."""
+def results_record(
+    env_id: str, epsilon: float | Sequence[float], episodes: int, seed: int, policies: list[dict]
+) -> dict[str, Any]:
+    """
+    Assemble the results JSON: what was evaluated, how, with which libraries.
+
+    ``epsilons`` lists every budget in the order given. ``epsilon`` keeps the single number that
+    readers of earlier versions expect: the budget itself, or the largest of several.
+    """
+    epsilons = epsilon_list(epsilon)
     return {
         "env_id": env_id,
-        "epsilon": epsilon,
+        "epsilon": max(epsilons),
+        "epsilons": epsilons,
         "episodes": episodes,
         "seed": seed,
         "deterministic": True,
@@ -396,9 +582,30 @@ def markdown_table(record: dict[str, Any]) -> str:
         f"\n{record['env_id']}, {record['episodes']} deterministic episodes per row, seed {record['seed']}. "
         f"Actor parameters: {sizes}.\n"
     )
+    footer += _optimal_footer(policies)
     for tag in record.get("tags", []):
         footer += f"\nTagged: {tag}.\n"
     return "\n".join(lines) + "\n" + footer
+
+
+def _optimal_footer(policies: list[dict[str, Any]]) -> str:
+    """Return a line per policy naming the winning attacker of each ``optimal`` row, or ``""``."""
+    lines = []
+    for policy in policies:
+        winners = [
+            f"{row['attacker']} at ε {row['epsilon']:g}"
+            for row in policy["rows"]
+            if row["attack"] == "optimal" and "attacker" in row
+        ]
+        if not winners:
+            continue
+        trained = next(row["attackers"] for row in policy["rows"] if "attackers" in row)
+        steps = ", ".join(f"{entry['name']} {entry['steps']:,}" for entry in trained)
+        lines.append(
+            f"\n{policy['name']}, optimal: the strongest of {len(trained)} PPO attackers per ε "
+            f"(steps trained: {steps}); strongest: {', '.join(winners)}.\n"
+        )
+    return "".join(lines)
 
 
 def write_results(record: dict[str, Any], json_path: str | Path, markdown_path: str | Path | None = None) -> str:

@@ -136,10 +136,41 @@ class FrozenPolicy:
         return mean, log_std
 
     def value(self, obs: th.Tensor) -> th.Tensor:
-        """Return the critic's state-value estimate for a batch of normalized observations."""
-        if not isinstance(self.policy, ActorCriticPolicy):
-            raise ValueError(f"{self.name} has no state-value critic (its policy is a {type(self.policy).__name__})")
-        return self.policy.predict_values(self._policy_input(obs)).flatten()
+        """
+        Return the critic's value estimate for a batch of normalized observations, shape (batch,).
+
+        An actor-critic policy (PPO, A2C, students) returns its state value V(s). A policy with Q
+        critics (SAC, TQC, TD3, DDPG) returns the minimum over its critics of Q(s, μ(s)) at its
+        deterministic action, the pessimistic estimate that SAC's and TD3's critic targets also use.
+        Gradients flow to ``obs`` through both the critic and the action.
+
+        :raises ValueError: for a policy with neither a value head nor a ``critic``
+        """
+        policy_input = self._policy_input(obs)
+        if isinstance(self.policy, ActorCriticPolicy):
+            return self.policy.predict_values(policy_input).flatten()
+
+        critic = getattr(self.policy, "critic", None)
+        if critic is None:
+            raise ValueError(f"{self.name} has no critic (its policy is a {type(self.policy).__name__})")
+
+        # SB3's off-policy algorithms store actions scaled to [-1, 1] in the replay buffer, so
+        # their critics take the action in that space: tanh(u) for a squashed head, the actor's
+        # tanh output for a deterministic one.
+        if self.squashed:
+            mean, _ = self.gaussian(obs)
+            scaled_action = th.tanh(mean)
+        else:
+            scaled_action = self.policy.actor(policy_input)
+
+        q_values = critic(policy_input, scaled_action)
+        if isinstance(q_values, th.Tensor):
+            # TQC's critic returns quantiles, (batch, n_critics, n_quantiles); a critic's Q value
+            # is the mean of its quantiles.
+            per_critic = q_values.mean(dim=2)
+        else:
+            per_critic = th.cat(q_values, dim=1)
+        return per_critic.min(dim=1).values
 
     def mean_action(self, obs: th.Tensor) -> th.Tensor:
         """Return the deterministic action before clipping to the bounds."""

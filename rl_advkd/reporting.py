@@ -10,6 +10,7 @@ from typing import Any
 from stable_baselines3.common.logger import Logger
 
 from rl_advkd.attacks import OBSERVATION_ATTACKS
+from rl_advkd.play import PLAY_ATTACKS
 from rl_advkd.tracking import Tracker, artifact_name
 from rl_advkd.tracking_options import TrackingOptions
 
@@ -23,12 +24,18 @@ def record_evaluation(sb3_logger: Logger, record: dict[str, Any], step: int) -> 
     """
     Record each row's mean return, standard deviation and falls under ``eval/<policy>/<attack>/``
     and dump them at ``step``, so they reach TensorBoard and every other output of the logger.
+
+    A record of several budgets ε adds the budget to the key of each observation row and worst
+    row, ``eval/<policy>/<attack>@<ε>/``, so rows at different budgets keep separate keys.
     """
     from rl_advkd.evaluation import row_label
 
+    several_budgets = len(record.get("epsilons", [])) > 1
     for policy in record["policies"]:
         for row in policy["rows"]:
             label = row_label(row).replace(" ", "")
+            if several_budgets and (row["attack"] in OBSERVATION_ATTACKS or row["attack"] == "worst"):
+                label += f"@{row['epsilon']:g}"
             prefix = f"eval/{policy['name']}/{label}"
             sb3_logger.record(f"{prefix}/mean_return", row["mean"])
             sb3_logger.record(f"{prefix}/std_return", row["std"])
@@ -36,14 +43,24 @@ def record_evaluation(sb3_logger: Logger, record: dict[str, Any], step: int) -> 
     sb3_logger.dump(step)
 
 
-def strongest_observation_attack(rows: list[dict[str, Any]]) -> str | None:
+def strongest_observation_attack(rows: list[dict[str, Any]], epsilon: float | None = None) -> str | None:
     """
     Return the observation attack with the lowest mean return among ``rows``, ``natural`` excluded.
 
     The ``worst`` row can name a dynamics attack, which a video of observations cannot show, so
-    the lowest observation attack is taken instead. ``None`` when no such attack was evaluated.
+    the lowest observation attack is taken instead. Only attacks that a video can replay count
+    (:data:`~rl_advkd.play.PLAY_ATTACKS`), so ``critic`` and ``optimal`` rows are skipped.
+    ``None`` when no such attack was evaluated.
+
+    :param epsilon: consider only rows at this budget; ``None`` considers every row
     """
-    candidates = [row for row in rows if row["attack"] in OBSERVATION_ATTACKS and row["attack"] != "natural"]
+    candidates = [
+        row
+        for row in rows
+        if row["attack"] in PLAY_ATTACKS
+        and row["attack"] != "natural"
+        and (epsilon is None or row["epsilon"] == epsilon)
+    ]
     if not candidates:
         return None
     return min(candidates, key=lambda row: row["mean"])["attack"]
@@ -62,6 +79,8 @@ def write_videos(
     """
     Write a video of the policy without attack and one under its strongest observation attack.
 
+    :param epsilon: the budget of the attacked video; the strongest attack is chosen among the
+        rows at this budget
     :param prefix: the start of the file names, ``<prefix>-<attack>.mp4``; defaults to the stem of ``policy_path``
 
     :return: the written files by W&B key (``video/natural``, ``video/<attack>``); a video that
@@ -70,7 +89,7 @@ def write_videos(
     from rl_advkd.rendering import record_policy_video
 
     attacks = ["natural"]
-    strongest = strongest_observation_attack(rows)
+    strongest = strongest_observation_attack(rows, epsilon)
     if strongest is not None:
         attacks.append(strongest)
 

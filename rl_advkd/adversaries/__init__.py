@@ -14,6 +14,7 @@ from rl_advkd.adversaries.zero_sum import (
     policy_actor,
     train_adversary,
     train_agent,
+    train_observation_adversary,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "policy_actor",
     "train_adversary",
     "train_agent",
+    "train_observation_adversary",
 ]

@@ -24,6 +24,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.wrappers import TransformObservation
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -295,4 +296,48 @@ def train_adversary(
     # so a high return under this adversary does not prove robustness.
     model = train_agent(make_game, total_timesteps, seed)
     logger.info("adversary trained in %.0f s", time.perf_counter() - started)
+    return model
+
+
+def train_observation_adversary(
+    victim: FrozenPolicy,
+    env_id: str,
+    epsilon: float,
+    total_timesteps: int,
+    seed: int = 0,
+    **ppo_kwargs: Any,
+) -> PPO:
+    """
+    Train a PPO adversary that shifts the observations of a frozen ``victim`` to lower its return.
+
+    The adversary's action ``a`` in ``[-1, 1]^n`` sets the victim's normalized observation to
+    ``s + ε · a`` (:meth:`ObservationPerturbation.from_normalizer`), and its reward is minus the
+    victim's reward (:class:`ZeroSumEnv`). The adversary observes the clean observation normalized
+    with the victim's frozen statistics, so its inputs are on the scale PPO expects without
+    ``VecNormalize``. A trained adversary must therefore be given normalized observations too.
+
+    :param victim: the policy under attack; its weights and statistics do not change
+    :param env_id: Gymnasium id of the task
+    :param epsilon: ℓ∞ budget in the victim's normalized units
+    :param total_timesteps: env steps of adversary training
+    :param seed: seed of PPO and of the env's resets
+    :param ppo_kwargs: PPO hyperparameters that replace SB3's defaults
+    :return: the trained adversary
+    """
+    perturbation = ObservationPerturbation.from_normalizer(epsilon, victim.normalizer)
+    normalizer = victim.normalizer
+    bound = float(normalizer.clip_obs)
+
+    def make_game() -> gym.Env:
+        game = ZeroSumEnv(gym.make(env_id), victim, perturbation)
+        observation_space = spaces.Box(-bound, bound, shape=game.observation_space.shape, dtype=np.float32)
+        return TransformObservation(game, normalizer.normalize, observation_space)
+
+    started = time.perf_counter()
+    logger.info("training an observation adversary on %s (ε %g) for %d steps", env_id, epsilon, total_timesteps)
+    # NOTE: rewards reach PPO unscaled (no VecNormalize), as for the force adversary. On tasks with
+    # large per-step rewards the value loss then dominates the first updates and may slow the
+    # adversary down. No run has compared this with normalized rewards.
+    model = train_agent(make_game, total_timesteps, seed, **ppo_kwargs)
+    logger.info("observation adversary trained in %.0f s", time.perf_counter() - started)
     return model
