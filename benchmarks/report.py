@@ -155,6 +155,12 @@ def robustness_section(folder: Path) -> str:
             f"over seeds of the per-seed mean return, with its 95% stratified bootstrap interval (rliable). The "
             f"teacher is one model, evaluated on each seed's episode seeds. Actor parameters: {sizes}.\n"
         )
+    if summary["budget"] != "full":
+        parts.append(
+            f"These tables come from the `{summary['budget']}` budget of `robustness.py`, smaller than the one "
+            "the page aims at (300,000 student steps on Hopper-v5, Walker2d-v5 and HalfCheetah-v5, the `optimal` "
+            "attack, the force-adversary ablation, 50 episodes); that full budget has not run yet.\n"
+        )
     parts.append(published_section(summary))
     parts.append(cost_section(summary))
     wall = summary["wall_seconds"]["total"]
@@ -194,7 +200,8 @@ def published_section(summary: dict) -> str:
         f"`{summary['attacks']}` and the dynamics rows that ran. Published: the papers' own worst case "
         "over their attacks on the v2 tasks (Gym with mujoco-py), other seeds and training budgets; "
         "sources and the exact figures in `benchmarks/published.json`. The task versions differ in "
-        "their physics and observations, so the ratios compare, the returns do not.\n"
+        "their physics and observations, so the ratios compare, the returns do not. A ratio near 1 can also "
+        "come from a low natural return, so read it together with the absolute rows above.\n"
     )
     return "\n".join(lines)
 
@@ -227,8 +234,15 @@ def cost_section(summary: dict) -> str:
     )
 
 
-def write_benchmarks(page: Path = ROOT / "BENCHMARKS.md", robustness_dir: Path = RESULTS / "robustness") -> str:
-    """Assemble BENCHMARKS.md (or ``page``) and return its text."""
+def write_benchmarks(page: Path = ROOT / "BENCHMARKS.md", robustness_dir: Path | None = None) -> str:
+    """
+    Assemble BENCHMARKS.md (or ``page``) and return its text.
+
+    :param robustness_dir: raw output of ``robustness.py``; by default the full budget's, else the medium one's
+    """
+    if robustness_dir is None:
+        full = RESULTS / "robustness"
+        robustness_dir = full if (full / "summary.json").is_file() else RESULTS / "robustness-medium"
     main_job = main_job_section()
     text = f"""# Benchmarks
 

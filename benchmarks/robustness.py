@@ -17,12 +17,13 @@ one thread each. Every student is then evaluated with ``rl-advkd evaluate`` on e
 ε, and ``summary.json`` holds, per policy, attack and ε, the interquartile mean (IQM) over seeds
 of the per-seed mean return with a 95% stratified bootstrap confidence interval (rliable).
 
-    python benchmarks/robustness.py                   # the full benchmark (many hours on 2 cores)
+    python benchmarks/robustness.py                   # the full benchmark (days on 2 cores)
+    python benchmarks/robustness.py --budget medium   # Hopper-v5 at 100k steps, about an hour
     python benchmarks/robustness.py --budget short    # minutes: InvertedPendulum-v5, tiny budgets
 
 The short budget writes its page to ``--page`` (default: ``<out>/BENCHMARKS.md``) so that it
-never replaces the committed BENCHMARKS.md; the full budget regenerates BENCHMARKS.md through
-``benchmarks/report.py``.
+never replaces the committed BENCHMARKS.md; the full and medium budgets regenerate BENCHMARKS.md
+through ``benchmarks/report.py``.
 """
 
 import argparse
@@ -40,6 +41,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+MAIN_VARIANTS = ["teacher", "ppo-scratch", "kl-only", "advkd"]
+ABLATIONS = ["no-robust-kl", "no-rollout-attacker", "force-adversary"]
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Budget:
     attacks: str
     epsilons: dict[str, list[float]]
     ablations_on: str
+    ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
     extra_distill: list[str] = field(default_factory=list)
     extra_evaluate: list[str] = field(default_factory=list)
 
@@ -67,6 +71,18 @@ BUDGETS = {
         # The published tables use 0.075 on Hopper and 0.05 on Walker2d, 0.15 on HalfCheetah.
         epsilons={"Hopper-v5": [0.025, 0.05, 0.075, 0.1], "Walker2d-v5": [0.025, 0.05, 0.075], "HalfCheetah-v5": [0.05, 0.1, 0.15]},
         ablations_on="Hopper-v5",
+    ),
+    # Hopper-v5 only, a third of the steps and fewer episodes: about an hour on 2 cores.
+    "medium": Budget(
+        tasks=["Hopper-v5"],
+        seeds={"Hopper-v5": 3},
+        timesteps={"Hopper-v5": 100_000},
+        episodes=20,
+        attacks="natural,random,mad,critic",
+        epsilons={"Hopper-v5": [0.05, 0.075, 0.1]},
+        ablations_on="Hopper-v5",
+        # The force adversary triples the training time of a run; it is left to the full budget.
+        ablations=["no-robust-kl", "no-rollout-attacker"],
     ),
     "short": Budget(
         tasks=["InvertedPendulum-v5"],
@@ -88,8 +104,6 @@ VARIANTS: dict[str, list[str]] = {
     "no-rollout-attacker": ["--attack-fraction", "0", "--no-force-adversary"],
     "force-adversary": ["--force-adversary"],
 }
-MAIN_VARIANTS = ["teacher", "ppo-scratch", "kl-only", "advkd"]
-ABLATIONS = ["no-robust-kl", "no-rollout-attacker", "force-adversary"]
 
 
 @dataclass
@@ -102,7 +116,7 @@ class Job:
 
 
 def variants_for(task: str, budget: Budget) -> list[str]:
-    return MAIN_VARIANTS + (ABLATIONS if task == budget.ablations_on else [])
+    return MAIN_VARIANTS + (budget.ablations if task == budget.ablations_on else [])
 
 
 def policy_path(runs: Path, task: str, variant: str, seed: int) -> Path:
@@ -127,7 +141,7 @@ def training_jobs(runs: Path, budget: Budget) -> list[Job]:
                                "--timesteps", steps, "--out", str(run_dir), *budget.extra_distill]  # fmt: skip
                     done = run_dir / "model.zip"
                 else:
-                    command = ["rl-advkd", "distill", "--env", task, "--seed", str(seed), "--total-timesteps", steps,
+                    command = [sys.executable, "-m", "rl_advkd", "distill", "--env", task, "--seed", str(seed), "--total-timesteps", steps,
                                "--run-dir", str(run_dir), "--eval-attacks", "natural", "--eval-episodes", "5",
                                "--preflight-episodes", "0", *VARIANTS[variant], *budget.extra_distill]  # fmt: skip
                     done = run_dir / "results.json"
@@ -144,7 +158,7 @@ def evaluation_jobs(runs: Path, budget: Budget) -> list[Job]:
             # seed of the students, so one evaluation per seed index keeps the tables aligned.
             for seed in range(budget.seeds[task]):
                 out = runs / task / variant / f"seed{seed}" / "evaluation.json"
-                command = ["rl-advkd", "evaluate", "--policy", str(policy_path(runs, task, variant, seed)),
+                command = [sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(policy_path(runs, task, variant, seed)),
                            "--env", task, "--attacks", budget.attacks, "--epsilon", epsilons[task],
                            "--episodes", str(budget.episodes), "--seed", str(10_000 + 1000 * seed),
                            "--out", str(out), *budget.extra_evaluate]  # fmt: skip
@@ -393,15 +407,17 @@ def main() -> int:
 
     budget = BUDGETS[args.budget]
     runs = args.runs or ROOT / "runs" / f"robustness-{args.budget}"
-    out = args.out or (ROOT / "benchmarks" / "results" / "robustness" if args.budget == "full" else runs / "results")
-    page = args.page or (ROOT / "BENCHMARKS.md" if args.budget == "full" else out / "BENCHMARKS.md")
+    committed = args.budget != "short"
+    default_out = ROOT / "benchmarks" / "results" / ("robustness" if args.budget == "full" else f"robustness-{args.budget}")
+    out = args.out or (default_out if committed else runs / "results")
+    page = args.page or (ROOT / "BENCHMARKS.md" if committed else out / "BENCHMARKS.md")
 
     started = time.time()
     train_seconds = run_jobs(training_jobs(runs, budget), args.parallel, runs / "logs")
     eval_seconds = run_jobs(evaluation_jobs(runs, budget), args.parallel, runs / "logs")
     summary = summarize(runs, budget)
     summary["budget"] = args.budget
-    throughput_steps = 20_000 if args.budget == "full" else 512
+    throughput_steps = 512 if args.budget == "short" else 20_000
     summary["cost"] = cost_figures(runs, budget, budget.tasks[0], throughput_steps)
     summary["wall_seconds"] = {"train": train_seconds, "evaluate": eval_seconds, "total": round(time.time() - started, 1)}
 
