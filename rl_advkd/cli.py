@@ -13,7 +13,7 @@ logger = logging.getLogger("rl_advkd")
 
 
 def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("teacher", help="train an SB3 PPO teacher with VecNormalize from a task profile")
+    parser = subparsers.add_parser("teacher", help="train an SB3 teacher (PPO by default) with VecNormalize from a task profile")
     parser.add_argument("--env", default="Hopper-v5", help="Gymnasium env id (default: %(default)s)")
     parser.add_argument("--profile", help="task profile YAML (default: envs/<ENV>.yaml)")
     parser.add_argument("--timesteps", type=int, help="environment steps (default: the profile's)")
@@ -89,3 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"rl-advkd {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # distill handles Ctrl-C itself (checkpoint and resume); the other commands just stop.
+        print(f"rl-advkd {args.command}: interrupted", file=sys.stderr)
+        return 130

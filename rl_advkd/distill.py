@@ -401,19 +401,25 @@ def _distill_and_evaluate(
             saver.save()
             logger.warning("interrupted at %d steps; checkpoint saved in %s", saver.completed_steps, run_dir)
             raise DistillInterrupted(run_dir, saver.completed_steps, config.total_timesteps) from None
+        # The final checkpoint lets --resume rerun the evaluation if it is interrupted. A resumed
+        # run with no steps left skips training, and its checkpoint is already the final one.
+        saver.completed_steps = model.num_timesteps
+        saver.save()
     train_seconds = time.time() - started
-    saver.completed_steps = model.num_timesteps
-    saver.save()
     _save_players(run_dir, model, adversary)
     logger.info("trained %d steps in %.0f s; student saved to %s", model.num_timesteps, train_seconds, run_dir)
 
     # Teacher and student side by side, on the same episode seeds.
     student = model.as_frozen_policy()
     student.path = run_dir / STUDENT_FILE
-    policies = [
-        evaluate_policy(policy, profile.env_id, config.eval_attacks, epsilon, config.eval_episodes, seed=config.seed)
-        for policy in (teacher, student)
-    ]
+    try:
+        policies = [
+            evaluate_policy(policy, profile.env_id, config.eval_attacks, epsilon, config.eval_episodes, seed=config.seed)
+            for policy in (teacher, student)
+        ]
+    except KeyboardInterrupt:
+        logger.warning("interrupted during the final evaluation; the trained student is saved in %s", run_dir)
+        raise DistillInterrupted(run_dir, int(model.num_timesteps), config.total_timesteps) from None
     record = results_record(profile.env_id, epsilon, config.eval_episodes, config.seed, policies)
     record["train_seconds"] = round(train_seconds, 1)
     record["total_timesteps"] = int(model.num_timesteps)

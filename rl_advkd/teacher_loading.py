@@ -88,8 +88,8 @@ def resolve_teacher(path: str | Path | None, env_id: str, vecnormalize: str | Pa
         model = path / MODEL_FILE
         if not model.is_file():
             raise UsageError(
-                f"teacher folder {path} has neither {MODEL_FILE} nor an RL Zoo layout (<ENV_ID>.zip); "
-                "pass the model .zip itself"
+                f"teacher folder {path} has neither {MODEL_FILE} nor an RL Zoo layout (<ENV_ID>.zip with "
+                "<ENV_ID>/config.yml); pass the model .zip itself"
             )
         source = _rl_advkd_source(model)
     elif source is None:
@@ -275,7 +275,10 @@ def _safe_policy(source: TeacherSource, algo: str | None, env: gym.Env, env_id: 
         saved = read_model_zip(source.model)
         policy = build_policy(saved, env.observation_space, env.action_space)
     except ValueError as error:
-        raise UsageError(f"teacher {source.model}: {error}") from None
+        # Most of the safe loader's messages name the path already; a recorded env id gives the fix.
+        message = str(error) if str(source.model) in str(error) else f"{source.model}: {error}"
+        hint = f"; pass --env {source.recorded_env_id}" if source.recorded_env_id not in (None, env_id) else ""
+        raise UsageError(f"teacher {message}{hint}") from None
 
     # The policy was rebuilt with the env's spaces; the recorded bounds tell whether they differ.
     bounds = recorded_action_bounds(source.model)

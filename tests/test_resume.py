@@ -90,3 +90,17 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     message = capsys.readouterr().err
     assert "no config.yaml" in message
     assert str(run_dir) in message
+
+
+def test_resume_after_training_reruns_evaluation(uninterrupted, tmp_path):
+    # A run stopped during its final evaluation has a checkpoint at the full budget.
+    import shutil
+
+    run_dir = tmp_path / "finished"
+    shutil.copytree(uninterrupted, run_dir)
+    (run_dir / "results.json").unlink()
+
+    assert main(["distill", "--resume", str(run_dir)]) == 0
+    results = _results(run_dir)
+    assert results["total_timesteps"] == 4096
+    assert results["resumed_at"] == 4096
