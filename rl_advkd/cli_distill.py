@@ -169,6 +169,21 @@ def _warn_ignored_with_resume(args: argparse.Namespace) -> None:
         )
 
 
+def _add_teacher_loading_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that say how to load a teacher given as ``--policy``."""
+    parser.add_argument("--vecnormalize", metavar="PATH", help="a teacher's VecNormalize file, if not next to it")
+    parser.add_argument(
+        "--raw-observations",
+        action="store_true",
+        help="the teacher was trained without observation normalization; estimate the statistics from its rollouts",
+    )
+    parser.add_argument(
+        "--trust-teacher",
+        action="store_true",
+        help="load a teacher with SB3's full load, which runs the pickled code stored in its files",
+    )
+
+
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     from rl_advkd.attacks import ATTACKER_CONFIGS, OPTIMAL_STEPS
 
@@ -225,17 +240,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="results JSON; the table goes next to it as .md, the robustness curves as -curves.png and "
         "TensorBoard events into logs/ beside it",
     )
-    parser.add_argument("--vecnormalize", metavar="PATH", help="a teacher's VecNormalize file, if not next to it")
-    parser.add_argument(
-        "--raw-observations",
-        action="store_true",
-        help="the teacher was trained without observation normalization; estimate the statistics from its rollouts",
-    )
-    parser.add_argument(
-        "--trust-teacher",
-        action="store_true",
-        help="load a teacher with SB3's full load, which runs the pickled code stored in its files",
-    )
+    _add_teacher_loading_options(parser)
     add_tracking_arguments(parser)
     parser.set_defaults(handler=_run_evaluate)
 
@@ -537,17 +542,7 @@ def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: %(default)s)")
     parser.add_argument("--profile", help="task profile YAML (default: envs/<ENV>.yaml)")
     parser.add_argument("--out", default="sensitivity", help="output folder (default: %(default)s)")
-    parser.add_argument("--vecnormalize", metavar="PATH", help="a teacher's VecNormalize file, if not next to it")
-    parser.add_argument(
-        "--raw-observations",
-        action="store_true",
-        help="the teacher was trained without observation normalization; estimate the statistics from its rollouts",
-    )
-    parser.add_argument(
-        "--trust-teacher",
-        action="store_true",
-        help="load a teacher with SB3's full load, which runs the pickled code stored in its files",
-    )
+    _add_teacher_loading_options(parser)
     parser.set_defaults(handler=_run_sensitivity)
 
 

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -31,3 +33,18 @@ def tiny_hopper_teacher_dir(tmp_path_factory) -> Path:
     profile.teacher.eval_episodes = 2
     train_teacher(profile, out, total_timesteps=256, seed=1, progress_bar=False)
     return out
+
+
+def pendulum_states(count: int) -> np.ndarray:
+    """Return ``count`` raw InvertedPendulum-v5 observations visited under uniformly random actions."""
+    env = gym.make(PENDULUM)
+    rng = np.random.default_rng(0)
+    observations = []
+    observation, _ = env.reset(seed=0)
+    while len(observations) < count:
+        observations.append(observation)
+        observation, _, terminated, truncated, _ = env.step(rng.uniform(-3, 3, size=1))
+        if terminated or truncated:
+            observation, _ = env.reset()
+    env.close()
+    return np.stack(observations)

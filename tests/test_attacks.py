@@ -1,24 +1,14 @@
 """Observation attacks on the shipped InvertedPendulum-v5 teacher."""
 
-import gymnasium as gym
-import numpy as np
 import torch as th
 
 from rl_advkd.attacks import mad_attack, uniform_noise
 from rl_advkd.distributions import gaussian_kl
+from conftest import pendulum_states
 
 
 def _normalized_states(teacher, count: int = 256) -> th.Tensor:
-    env = gym.make("InvertedPendulum-v5")
-    rng = np.random.default_rng(0)
-    observations = []
-    observation, _ = env.reset(seed=0)
-    while len(observations) < count:
-        observations.append(observation)
-        observation, _, terminated, truncated, _ = env.step(rng.uniform(-3, 3, size=1))
-        if terminated or truncated:
-            observation, _ = env.reset()
-    return th.as_tensor(teacher.normalizer.normalize(np.stack(observations)))
+    return th.as_tensor(teacher.normalizer.normalize(pendulum_states(count)))
 
 
 def _kl_to_clean(teacher, clean: th.Tensor, perturbed: th.Tensor) -> th.Tensor:

@@ -18,7 +18,7 @@ from rl_advkd.evaluation import evaluate_policy, optimal_row, run_episodes
 from rl_advkd.normalization import ObservationNormalizer
 from rl_advkd.policies import FrozenPolicy
 from rl_advkd.sensitivity import sensitivity_report, write_report
-from conftest import PENDULUM, SHIPPED_PENDULUM_TEACHER
+from conftest import PENDULUM, SHIPPED_PENDULUM_TEACHER, pendulum_states
 
 SHIPPED_PENDULUM_STUDENT = SHIPPED_PENDULUM_TEACHER.parent / "student" / "student.zip"
 
@@ -26,20 +26,6 @@ SHIPPED_PENDULUM_STUDENT = SHIPPED_PENDULUM_TEACHER.parent / "student" / "studen
 # policy over-weights, and by how much.
 WEAK_DIMENSION = 0
 WEAK_FACTOR = 20.0
-
-
-def _raw_states(count: int) -> np.ndarray:
-    env = gym.make(PENDULUM)
-    rng = np.random.default_rng(0)
-    observations = []
-    observation, _ = env.reset(seed=0)
-    while len(observations) < count:
-        observations.append(observation)
-        observation, _, terminated, truncated, _ = env.step(rng.uniform(-3, 3, size=1))
-        if terminated or truncated:
-            observation, _ = env.reset()
-    env.close()
-    return np.stack(observations)
 
 
 def _std(policy: FrozenPolicy) -> np.ndarray:
@@ -57,7 +43,7 @@ def corner_attacker(pendulum_teacher):
 
 @pytest.mark.parametrize("attack", ["random", "mad", "critic", "optimal"])
 def test_attack_stays_inside_epsilon_ball(pendulum_teacher, corner_attacker, attack):
-    raw = _raw_states(128)
+    raw = pendulum_states(128)
     clean = th.as_tensor(pendulum_teacher.normalizer.normalize(raw))
     assert clean.abs().max().item() < pendulum_teacher.normalizer.clip_obs
 
@@ -79,7 +65,7 @@ def test_optimal_training_view_stays_inside_ball(pendulum_teacher):
     # During training the attacker shifts raw observations, which the victim then normalizes.
     epsilon = 0.3
     perturbation = ObservationPerturbation.from_normalizer(epsilon, pendulum_teacher.normalizer)
-    raw = _raw_states(64)
+    raw = pendulum_states(64)
     actions = np.random.default_rng(1).uniform(-3.0, 3.0, size=raw.shape)
     seen = np.stack([perturbation.perturb_observation(obs, action) for obs, action in zip(raw, actions)])
 
@@ -89,7 +75,7 @@ def test_optimal_training_view_stays_inside_ball(pendulum_teacher):
 
 
 def test_optimal_rejects_other_epsilon(pendulum_teacher, corner_attacker):
-    clean = th.as_tensor(pendulum_teacher.normalizer.normalize(_raw_states(4)))
+    clean = th.as_tensor(pendulum_teacher.normalizer.normalize(pendulum_states(4)))
     with pytest.raises(ValueError, match="trained at epsilon 0.3, not 0.1"):
         perturb("optimal", pendulum_teacher, clean, 0.1, attacker=corner_attacker)
     with pytest.raises(ValueError, match="needs a trained attacker"):
@@ -97,7 +83,7 @@ def test_optimal_rejects_other_epsilon(pendulum_teacher, corner_attacker):
 
 
 def test_critic_attack_lowers_value(pendulum_teacher):
-    clean = th.as_tensor(pendulum_teacher.normalizer.normalize(_raw_states(128)))
+    clean = th.as_tensor(pendulum_teacher.normalizer.normalize(pendulum_states(128)))
     generator = th.Generator().manual_seed(0)
     attacked = perturb("critic", pendulum_teacher, clean, 0.3, generator=generator)
     noisy = perturb("random", pendulum_teacher, clean, 0.3, generator=generator)
@@ -113,7 +99,7 @@ def test_value_of_tqc_quantile_critics():
     tqc = pytest.importorskip("sb3_contrib").TQC
     model = tqc("MlpPolicy", PENDULUM, policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
     policy = FrozenPolicy(model.policy, ObservationNormalizer.identity(model.observation_space.shape), PENDULUM)
-    obs = th.as_tensor(_raw_states(8), dtype=th.float32)
+    obs = th.as_tensor(pendulum_states(8), dtype=th.float32)
 
     with th.no_grad():
         action = model.policy.actor(obs, deterministic=True)
@@ -129,7 +115,7 @@ def test_value_of_q_critics(algorithm):
     model = algorithm("MlpPolicy", PENDULUM, policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
     shape = model.observation_space.shape
     policy = FrozenPolicy(model.policy, ObservationNormalizer.identity(shape), PENDULUM)
-    obs = th.as_tensor(_raw_states(8), dtype=th.float32)
+    obs = th.as_tensor(pendulum_states(8), dtype=th.float32)
 
     with th.no_grad():
         # SB3's actor returns the action in the [-1, 1] space its critics were trained in.
