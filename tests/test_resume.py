@@ -58,6 +58,9 @@ def test_interrupted_run_resumes_to_the_same_budget(uninterrupted, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs with SIGINT ignored, and the child would inherit that;
+        # the default disposition lets Python turn the signal into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Wait for the checkpoint after the fourth rollout, then press Ctrl-C.
     state_file = run_dir / "checkpoint" / "state.json"
