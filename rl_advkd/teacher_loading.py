@@ -24,7 +24,13 @@ from rl_advkd.normalization import ObservationNormalizer
 from rl_advkd.paths import shipped_teacher_dir
 from rl_advkd.policies import FrozenPolicy
 from rl_advkd.provenance import file_sha256
-from rl_advkd.safe_loading import build_policy, find_zoo_run, read_model_zip, read_vecnormalize
+from rl_advkd.safe_loading import (
+    NormalizationStats,
+    build_policy,
+    find_zoo_run,
+    read_model_zip,
+    read_vecnormalize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,9 +205,9 @@ def load_teacher(
 
     stats = _read_statistics(source, trust)
     reward_scale = 1.0
-    if stats is not None and stats["norm_reward"]:
-        reward_scale = float(np.sqrt(stats["ret_var"] + stats["epsilon"]))
-    raw_input = stats is None or not stats["norm_obs"]
+    if stats is not None and stats.norm_reward:
+        reward_scale = float(np.sqrt(stats.return_var + stats.epsilon))
+    raw_input = stats is None or not stats.norm_obs
     if stats is None and not raw_observations and source.normalized is not False:
         raise UsageError(
             f"missing normalization statistics for teacher {source.model}: expected {_expected_stats_path(source)}. "
@@ -218,8 +224,7 @@ def load_teacher(
             statistics_source = "given"
     else:
         normalizer = ObservationNormalizer(
-            mean=stats["obs_mean"], var=stats["obs_var"], clip_obs=stats["clip_obs"], epsilon=stats["epsilon"],
-            count=stats["count"],
+            mean=stats.obs_mean, var=stats.obs_var, clip_obs=stats.clip_obs, epsilon=stats.epsilon, count=stats.obs_count,
         )
         statistics_source = f"VecNormalize ({source.vecnormalize})"
     if normalizer.shape != policy.observation_space.shape:
@@ -337,38 +342,33 @@ def algorithm_class(algo: str) -> type:
     return classes[algo]
 
 
-def _read_statistics(source: TeacherSource, trust: bool) -> dict[str, Any] | None:
-    """Read the ``VecNormalize`` statistics as plain values, or ``None`` when there is no file."""
+def _read_statistics(source: TeacherSource, trust: bool) -> NormalizationStats | None:
+    """Read the ``VecNormalize`` statistics, or return ``None`` when there is no file."""
     if source.vecnormalize is None:
         return None
-    if trust:
-        # NOTE: a pickle; with --trust-teacher the user vouches for the file.
-        with source.vecnormalize.open("rb") as file:
-            vec_normalize = pickle.load(file)
-        return {
-            "norm_obs": bool(vec_normalize.norm_obs),
-            "norm_reward": bool(vec_normalize.norm_reward),
-            "obs_mean": vec_normalize.obs_rms.mean,
-            "obs_var": vec_normalize.obs_rms.var,
-            "count": float(vec_normalize.obs_rms.count),
-            "clip_obs": float(vec_normalize.clip_obs),
-            "epsilon": float(vec_normalize.epsilon),
-            "ret_var": float(np.asarray(vec_normalize.ret_rms.var)),
-        }
-    try:
-        stats = read_vecnormalize(source.vecnormalize)
-    except ValueError as error:
-        raise UsageError(f"teacher statistics {source.vecnormalize}: {error}") from None
-    return {
-        "norm_obs": stats.norm_obs,
-        "norm_reward": stats.norm_reward,
-        "obs_mean": stats.obs_mean,
-        "obs_var": stats.obs_var,
-        "count": stats.obs_count,
-        "clip_obs": stats.clip_obs,
-        "epsilon": stats.epsilon,
-        "ret_var": stats.return_var,
-    }
+    if not trust:
+        try:
+            return read_vecnormalize(source.vecnormalize)
+        except ValueError as error:
+            raise UsageError(f"teacher statistics {source.vecnormalize}: {error}") from None
+
+    # NOTE: a pickle, so loading it runs the code it names; with --trust-teacher the user vouches for the file.
+    with source.vecnormalize.open("rb") as file:
+        vec_normalize = pickle.load(file)
+    # SB3 creates obs_rms only when it normalizes observations.
+    obs_rms = getattr(vec_normalize, "obs_rms", None) if vec_normalize.norm_obs else None
+    return NormalizationStats(
+        obs_mean=None if obs_rms is None else np.asarray(obs_rms.mean),
+        obs_var=None if obs_rms is None else np.asarray(obs_rms.var),
+        obs_count=None if obs_rms is None else float(obs_rms.count),
+        clip_obs=float(vec_normalize.clip_obs),
+        clip_reward=float(vec_normalize.clip_reward),
+        epsilon=float(vec_normalize.epsilon),
+        gamma=float(vec_normalize.gamma),
+        norm_obs=bool(vec_normalize.norm_obs),
+        norm_reward=bool(vec_normalize.norm_reward),
+        return_var=float(np.asarray(vec_normalize.ret_rms.var)),
+    )
 
 
 def estimate_normalizer(teacher: FrozenPolicy, env_id: str, steps: int, seed: int = 0) -> ObservationNormalizer:

@@ -288,3 +288,20 @@ def test_crafted_teacher_runs_no_code_unless_trusted(pendulum_teacher, tmp_path)
     trusted = load_teacher(folder, PENDULUM, trust=True)
     assert marker.exists()
     assert trusted.info["load_mode"] == "trusted (SB3 full load)"
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_reward_only_vecnormalize_estimates_statistics(off_policy_teachers, tmp_path, trust):
+    # A VecNormalize that scales rewards only has no observation statistics to read.
+    stats = VecNormalize(make_vec_env(PENDULUM, n_envs=1), norm_obs=False, norm_reward=True)
+    stats.save(str(tmp_path / "vecnormalize.pkl"))
+
+    teacher = load_teacher(
+        off_policy_teachers["sac"], PENDULUM, vecnormalize=tmp_path / "vecnormalize.pkl", trust=trust, stats_steps=500
+    )
+    assert teacher.raw_input
+    assert teacher.info["statistics"] == "estimated from 500 steps of teacher rollouts"
+    assert teacher.info["reward_scale"] == pytest.approx(np.sqrt(1.0 + 1e-8))
+    raw = _observations(20)
+    expected, _ = SAC.load(off_policy_teachers["sac"], device="cpu").predict(raw, deterministic=True)
+    np.testing.assert_allclose(teacher.act(raw), expected, atol=1e-5)
