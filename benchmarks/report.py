@@ -166,7 +166,8 @@ def robustness_section(folder: Path) -> str:
     wall = summary["wall_seconds"]["total"]
     wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
     parts.append(
-        f"Budget `{summary['budget']}`, wall time {wall_text} on 2 cores. Script: `benchmarks/robustness.py`; "
+        f"Budget `{summary['budget']}`, wall time {wall_text} on 2 cores "
+        f"(over {summary['wall_seconds'].get('invocations', 1)} invocations of the script). Script: `benchmarks/robustness.py`; "
         f"raw output in `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`.\n"
     )
     return "\n".join(parts)

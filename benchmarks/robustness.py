@@ -21,8 +21,8 @@ of the per-seed mean return with a 95% stratified bootstrap confidence interval 
     python benchmarks/robustness.py --budget medium   # Hopper-v5 and HalfCheetah-v5 at 100k steps
     python benchmarks/robustness.py --budget short    # minutes: InvertedPendulum-v5, tiny budgets
 
-The short budget writes its page to ``--page`` (default: ``<out>/BENCHMARKS.md``) so that it
-never replaces the committed BENCHMARKS.md; the full and medium budgets regenerate BENCHMARKS.md
+The short budget writes its page to ``--page`` (default: ``<out>/BENCHMARKS.md``), so it never
+replaces the committed BENCHMARKS.md. The full and medium budgets regenerate BENCHMARKS.md
 through ``benchmarks/report.py``.
 """
 
@@ -408,6 +408,24 @@ def summarize(runs: Path, budget: Budget) -> dict[str, Any]:
     return {"episodes": budget.episodes, "attacks": budget.attacks, "tasks": tasks}
 
 
+def merge_wall_seconds(previous: Path, train: dict[str, float], evaluate: dict[str, float], total: float) -> dict:
+    """
+    Add this invocation's wall times to those of the earlier invocations recorded in ``previous``.
+
+    Jobs that finished earlier are skipped and not timed again, so a benchmark run in several
+    invocations reports the sum of their wall times.
+    """
+    if not previous.is_file():
+        return {"train": train, "evaluate": evaluate, "total": total, "invocations": 1}
+    earlier = json.loads(previous.read_text())["wall_seconds"]
+    return {
+        "train": {**earlier["train"], **train},
+        "evaluate": {**earlier["evaluate"], **evaluate},
+        "total": round(earlier["total"] + total, 1),
+        "invocations": earlier.get("invocations", 1) + 1,
+    }
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "scratch":
         parser = argparse.ArgumentParser()
@@ -442,7 +460,9 @@ def main() -> int:
     summary["budget"] = args.budget
     throughput_steps = 512 if args.budget == "short" else 20_000
     summary["cost"] = cost_figures(runs, budget, budget.tasks[0], throughput_steps)
-    summary["wall_seconds"] = {"train": train_seconds, "evaluate": eval_seconds, "total": round(time.time() - started, 1)}
+    summary["wall_seconds"] = merge_wall_seconds(
+        out / "summary.json", train_seconds, eval_seconds, round(time.time() - started, 1)
+    )
 
     # The raw per-seed evaluations travel with the summary, so the page can be rebuilt from them.
     out.mkdir(parents=True, exist_ok=True)

@@ -170,7 +170,7 @@ def _warn_ignored_with_resume(args: argparse.Namespace) -> None:
 
 
 def _add_teacher_loading_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options that say how to load a teacher given as ``--policy``."""
+    """Add the options that control how a teacher given as ``--policy`` is loaded."""
     parser.add_argument("--vecnormalize", metavar="PATH", help="a teacher's VecNormalize file, if not next to it")
     parser.add_argument(
         "--raw-observations",

@@ -110,7 +110,7 @@ def actor_modules(policy: FrozenPolicy) -> tuple[FlattenExtractor, th.nn.Sequent
     """
     sb3_policy = policy.policy
     if not isinstance(sb3_policy, ActorCriticPolicy):
-        # NOTE: SAC, TQC, TD3 and DDPG actors have their own module layout; export covers the
+        # NOTE: SAC, TQC, TD3 and DDPG actors have their own module layout. Export covers the
         # actor-critic policies of PPO and A2C, which every rl_advkd student is.
         raise ValueError(
             f"cannot export a {type(sb3_policy).__name__}; export supports students and PPO or A2C teachers"

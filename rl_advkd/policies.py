@@ -15,7 +15,7 @@ from rl_advkd.normalization import ObservationNormalizer
 # How a policy's actions relate to a Gaussian, which is what the KL terms and the attacks need.
 #   gaussian:      a diagonal Gaussian over the action, clipped to the bounds (PPO, A2C)
 #   squashed:      a diagonal Gaussian over u, and the action is tanh(u) scaled to the bounds
-#                  (SAC, TQC); the KL between two squashed Gaussians equals the KL between the
+#                  (SAC, TQC). The KL between two squashed Gaussians equals the KL between the
 #                  Gaussians over u, because tanh is a bijection
 #   deterministic: an action μ(s) (TD3, DDPG), read as a Gaussian of fixed standard deviation
 #                  around it, so the KL becomes a scaled squared error

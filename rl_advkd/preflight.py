@@ -24,8 +24,8 @@ def compare_spaces(teacher: FrozenPolicy, env_id: str) -> list[str]:
     """
     Compare the teacher's observation and action spaces with the env's.
 
-    Shapes and dtypes were checked when the teacher loaded (a difference is an error there);
-    differing bounds are only reported, since they change nothing about the networks.
+    Shapes and dtypes were checked when the teacher loaded, where a difference is an error.
+    Differing bounds are only reported, because they change nothing about the networks.
 
     :return: one line per space, then one warning line per differing bound
     """

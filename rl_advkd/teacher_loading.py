@@ -146,7 +146,7 @@ def _rl_zoo_source(folder: Path, env_id: str) -> TeacherSource | None:
 
 def _zip_source(model: Path) -> TeacherSource:
     if model.suffix != ".zip":
-        raise UsageError(f"teacher {model} is not a .zip file; pass an SB3 model zip or the folder that holds it")
+        raise UsageError(f"invalid teacher {model}: not a .zip file; pass an SB3 model zip or the folder that contains it")
     if model.name == MODEL_FILE:
         return _rl_advkd_source(model)
     # RL Zoo keeps the statistics of <ENV_ID>.zip in the folder <ENV_ID>/ next to it.
@@ -396,9 +396,10 @@ def estimate_normalizer(teacher: FrozenPolicy, env_id: str, steps: int, seed: in
     observations = np.asarray(observations, dtype=np.float64)
     logger.info("estimated observation statistics from %d steps (%d episodes) of teacher rollouts", steps, episode)
     # No clip: the teacher reads raw observations, mapped back from the normalized ones, and a clip
-    # would change its actions on states beyond the clip. NOTE: a dimension that barely varied in
-    # the teacher's rollouts gets large normalized values elsewhere; its variance is floored at
-    # 1e-6 (and set to 1 where it never varied), so ε there is at least 1e-3 raw units.
+    # would change its actions on states beyond the clip.
+    # NOTE: a dimension that barely varied in the teacher's rollouts gets large normalized values
+    # elsewhere. Its variance is floored at 1e-6 (and set to 1 where it never varied), so ε there
+    # is at least 1e-3 raw units.
     var = observations.var(axis=0)
     var = np.where(var > 0.0, np.maximum(var, 1e-6), 1.0)
     return ObservationNormalizer(mean=observations.mean(axis=0), var=var, clip_obs=float("inf"), count=float(steps))

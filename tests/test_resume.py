@@ -49,7 +49,7 @@ def test_same_seed_gives_identical_student(uninterrupted, tmp_path):
         assert th.equal(first[name], second[name]), name
 
 
-def test_interrupted_run_resumes_to_the_same_budget(uninterrupted, tmp_path):
+def test_interrupted_run_resumes_full_budget(uninterrupted, tmp_path):
     run_dir = tmp_path / "interrupted"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -86,7 +86,7 @@ def test_interrupted_run_resumes_to_the_same_budget(uninterrupted, tmp_path):
     assert resumed["resumed_at"] == stopped_at
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+def test_resume_without_checkpoint_errors(tmp_path, capsys):
     run_dir = tmp_path / "empty"
     run_dir.mkdir()
     assert main(["distill", "--resume", str(run_dir)]) == 2

@@ -72,7 +72,7 @@ def test_squashed_kl_matches_monte_carlo():
     assert estimate.item() == pytest.approx(exact.item(), rel=0.03)
 
 
-def test_deterministic_head_kl_is_a_scaled_squared_error():
+def test_deterministic_kl_is_scaled_squared_error():
     th.manual_seed(1)
     sigma = 0.2
     mean_t, mean_s = th.randn(5, 3), th.randn(5, 3)
@@ -183,7 +183,7 @@ def test_td3_teacher_with_vecnormalize_distills(off_policy_teachers, tmp_path):
     assert data["squash_actions"] is False
 
 
-def test_bare_zip_without_statistics_asks_which_case(off_policy_teachers, tmp_path, capsys):
+def test_bare_zip_needs_statistics_choice(off_policy_teachers, tmp_path, capsys):
     code = main(_tiny_distill(tmp_path / "run", "--teacher", str(off_policy_teachers["sac"])))
     assert code == 2
     message = capsys.readouterr().err
@@ -201,7 +201,7 @@ def test_low_teacher_return_stops_before_training(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_teacher_for_other_observation_shape_names_both(off_policy_teachers):
+def test_shape_mismatch_names_both_shapes(off_policy_teachers):
     with pytest.raises(UsageError) as error:
         load_teacher(off_policy_teachers["sac"], "Hopper-v5", raw_observations=True)
     assert "(4,)" in str(error.value)
@@ -225,7 +225,7 @@ def test_bounds_only_difference_warns(tmp_path, caplog):
     assert any("bounds" in record.getMessage() for record in caplog.records)
 
 
-def test_env_mismatch_is_refused_then_tagged(tmp_path):
+def test_env_mismatch_rejected_then_tagged(tmp_path):
     with pytest.raises(UsageError, match="trained on InvertedPendulum-v5, not InvertedPendulum-v4.*--allow-env-mismatch"):
         load_teacher(SHIPPED_PENDULUM_TEACHER, "InvertedPendulum-v4")
 

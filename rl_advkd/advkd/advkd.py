@@ -54,7 +54,7 @@ class AdvKD(PPO):
     :param env_id: the Gymnasium id of the task, recorded in the saved model; defaults to the teacher's
     :param squash_actions: the env receives tanh of the Gaussian sample scaled to the bounds
         instead of the clipped sample, so the student has the squashed head of a SAC or TQC
-        teacher and the KL between them stays exact; defaults to the teacher's head
+        teacher and the KL between them stays exact. Defaults to the teacher's head.
     """
 
     # Class-level default for students saved before the squashed head existed.
