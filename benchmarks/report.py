@@ -128,6 +128,10 @@ def latency_section() -> str:
     )
 
 
+def _relative(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def _interval(cell: dict) -> str:
     return f"{cell['iqm']:.0f} [{cell['low']:.0f}, {cell['high']:.0f}]"
 
@@ -155,20 +159,39 @@ def robustness_section(folder: Path) -> str:
             f"over seeds of the per-seed mean return, with its 95% stratified bootstrap interval (rliable). The "
             f"teacher is one model, evaluated on each seed's episode seeds. Actor parameters: {sizes}.\n"
         )
+    optimal = summary.get("optimal")
+    if optimal:
+        at = ", ".join(f"{task} {epsilon:g}" for task, epsilon in optimal["epsilon"].items())
+        parts.append(
+            f"`optimal` ran at one ε per task, the one the published tables use ({at}): three PPO attackers "
+            f"of {optimal['steps_per_attacker']:,} steps each per policy and seed, the one with the lowest return on "
+            "10 separate episodes evaluated on the table's episodes. Published learned attackers train for millions "
+            "of steps, so this row is a weaker attacker than theirs.\n"
+        )
+    curves = folder / "robustness-curves.png"
+    if curves.is_file():
+        parts.append(f"![worst-case return against ε per task and policy]({_relative(curves)})\n")
     if summary["budget"] != "full":
         parts.append(
-            f"These tables come from the `{summary['budget']}` budget of `robustness.py`, smaller than the one "
-            "the page aims at (300,000 student steps on Hopper-v5, Walker2d-v5 and HalfCheetah-v5, the `optimal` "
-            "attack, the force-adversary ablation, 50 episodes); that full budget has not run yet.\n"
+            f"These tables come from the `{summary['budget']}` budget of `robustness.py`, smaller than the full one "
+            "(Hopper-v5, Walker2d-v5 and HalfCheetah-v5, the `optimal` attack, the force-adversary ablation, "
+            "50 episodes).\n"
         )
     parts.append(published_section(summary))
     parts.append(cost_section(summary))
     wall = summary["wall_seconds"]["total"]
     wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
+    untimed = summary.get("training_runs", 0) - len(summary["wall_seconds"]["train"])
+    reused = (
+        f" It excludes {untimed} training runs whose results existed before the first invocation (trained "
+        "with the same command by another budget of the script, then copied)."
+        if untimed > 0
+        else ""
+    )
     parts.append(
         f"Budget `{summary['budget']}`, wall time {wall_text} on 2 cores "
-        f"(over {summary['wall_seconds'].get('invocations', 1)} invocations of the script). Script: `benchmarks/robustness.py`; "
-        f"raw output in `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`.\n"
+        f"(over {summary['wall_seconds'].get('invocations', 1)} invocations of the script).{reused} "
+        f"Script: `benchmarks/robustness.py`; raw output in `{_relative(folder)}`.\n"
     )
     return "\n".join(parts)
 
@@ -257,6 +280,9 @@ estimates and ratios measured side by side in one run are the figures to compare
 Teacher, student trained from scratch with PPO, distilled student without adversaries (KL only)
 and AdvKD student, at equal student size and equal environment steps, under every attack at
 several ε (normalized units). `worst` is the lowest row at that ε, the ε-free dynamics rows included.
+The ablations on Hopper-v5 are AdvKD without the robust KL term (`no-robust-kl`, β = 0), without
+the observation attacker in its rollouts (`no-rollout-attacker`), and with the RARL force adversary
+at the profile's bound (`force-adversary`; AdvKD's default trains without it).
 
 {robustness_section(robustness_dir)}
 ## Main job: Hopper-v5 teacher and AdvKD student

@@ -232,7 +232,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=len(ATTACKER_CONFIGS),
         help="attacker configurations the optimal attack trains, of "
-        f"{', '.join(config.name for config in ATTACKER_CONFIGS)}; the strongest is reported (default: %(default)s)",
+        f"{', '.join(config.name for config in ATTACKER_CONFIGS)}; the one with the lowest return on 10 separate "
+        "episodes is evaluated and reported (default: %(default)s)",
     )
     parser.add_argument(
         "--out",

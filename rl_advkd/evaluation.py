@@ -347,44 +347,61 @@ def optimal_row(
     total_timesteps: int = OPTIMAL_STEPS,
     attackers: int = len(ATTACKER_CONFIGS),
     show_progress: bool = True,
+    selection_episodes: int | None = None,
 ) -> dict[str, Any]:
     """
-    Train the ``optimal`` attackers at ``epsilon``, evaluate each and return the row of the strongest.
+    Train the ``optimal`` attackers at ``epsilon``, pick the strongest on held-out episodes and
+    return its row on the evaluation episodes.
 
-    The row is that of the attacker with the lowest mean return. ``attacker`` names its
-    configuration, and ``attackers`` lists every configuration with its hyperparameters, training
-    steps and results.
+    Each attacker runs ``selection_episodes`` episodes whose seeds start at ``seed + 50,000``, and
+    the one with the lowest mean return is then evaluated on the ``episodes`` evaluation episodes
+    (seeds ``seed`` onwards) that every other attack uses. Choosing on separate episodes keeps the
+    row's mean free of the low bias that the minimum over several noisy estimates of the same
+    episodes would add. ``attacker`` names the chosen configuration, and ``attackers`` lists every
+    configuration with its hyperparameters, training steps and selection results.
+
+    :param selection_episodes: episodes per attacker for the choice (default: ``min(episodes, 10)``)
     """
     # Training starts from seed + 40,000, so no attacker trains on the evaluation's episode seeds
     # (seed to seed + episodes - 1) or on those of the force adversary (from seed + 30,000).
     trained = train_optimal_attackers(policy, env_id, epsilon, total_timesteps, attackers, seed=seed + 40_000)
+    selection_episodes = selection_episodes or min(episodes, 10)
 
-    results = []
+    selection = []
     for attacker in trained:
         row = run_episodes(
             policy,
             env_id,
             "optimal",
             epsilon,
-            episodes,
-            seed=seed,
+            selection_episodes,
+            seed=seed + 50_000,
             show_progress=show_progress,
             perturbation=_attacker_perturbation(policy, attacker),
         )
-        results.append((attacker, row))
+        selection.append((attacker, row))
 
-    # NOTE: the strongest attacker is chosen on the evaluation episodes themselves, as ATLA reports
-    # its strongest attack. The choice among configurations therefore biases the row's mean low.
-    winner, strongest = min(results, key=lambda pair: pair[1].mean)
+    winner = min(selection, key=lambda pair: pair[1].mean)[0]
+    strongest = run_episodes(
+        policy,
+        env_id,
+        "optimal",
+        epsilon,
+        episodes,
+        seed=seed,
+        show_progress=show_progress,
+        perturbation=_attacker_perturbation(policy, winner),
+    )
     summary = [
         {
             **asdict(attacker.config),
             "steps": attacker.steps,
-            "mean": row.mean,
-            "std": row.std,
-            "falls": row.falls,
+            "selection_episodes": row.episodes,
+            "selection_mean": row.mean,
+            "selection_std": row.std,
+            "selection_falls": row.falls,
         }
-        for attacker, row in results
+        for attacker, row in selection
     ]
     return {**asdict(strongest), "attacker": winner.config.name, "attackers": summary}
 
@@ -602,8 +619,9 @@ def _optimal_footer(policies: list[dict[str, Any]]) -> str:
         trained = next(row["attackers"] for row in policy["rows"] if "attackers" in row)
         steps = ", ".join(f"{entry['name']} {entry['steps']:,}" for entry in trained)
         lines.append(
-            f"\n{policy['name']}, optimal: the strongest of {len(trained)} PPO attackers per ε "
-            f"(steps trained: {steps}); strongest: {', '.join(winners)}.\n"
+            f"\n{policy['name']}, optimal: the strongest of {len(trained)} PPO attackers per ε, chosen on "
+            f"{trained[0]['selection_episodes']} separate episodes (steps trained: {steps}); "
+            f"strongest: {', '.join(winners)}.\n"
         )
     return "".join(lines)
 
