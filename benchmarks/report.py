@@ -99,6 +99,14 @@ def force_section() -> str:
     )
 
 
+def optimal_budget_section() -> str:
+    """Return the table of ``optimal`` returns per attacker budget that ``optimal_budget.py`` wrote."""
+    summary = RESULTS / "optimal_budget" / "summary.md"
+    if not summary.is_file():
+        return "Not measured yet: run `python benchmarks/optimal_budget.py`.\n"
+    return summary.read_text() + "Raw output in `benchmarks/results/optimal_budget/`.\n"
+
+
 def latency_section() -> str:
     """Render per-action latency and throughput of the exported student, the exported teacher and SB3."""
     record = _load(ROOT / "benchmarks" / "latency.json")
@@ -133,7 +141,10 @@ def _relative(path: Path) -> Path:
 
 
 def _interval(cell: dict) -> str:
-    return f"{cell['iqm']:.0f} [{cell['low']:.0f}, {cell['high']:.0f}]"
+    text = f"{cell['iqm']:.0f} [{cell['low']:.0f}, {cell['high']:.0f}]"
+    if "falls" in cell:
+        text += f" ({cell['falls']}/{cell['episodes']})"
+    return text
 
 
 def robustness_section(folder: Path) -> str:
@@ -156,7 +167,8 @@ def robustness_section(folder: Path) -> str:
         parts.append(
             f"### {task}\n\n" + "\n".join(lines) + f"\n\n{record['seeds']} seeds per policy, {record['timesteps']:,} "
             f"student steps, {summary['episodes']} deterministic episodes per seed and row. Cells: interquartile mean "
-            f"over seeds of the per-seed mean return, with its 95% stratified bootstrap interval (rliable). The "
+            f"over seeds of the per-seed mean return, with its 95% stratified bootstrap interval (rliable), and the "
+            f"falls over all seeds' episodes (episodes that ended before the time limit). The "
             f"teacher is one model, evaluated on each seed's episode seeds. Actor parameters: {sizes}.\n"
         )
     optimal = summary.get("optimal")
@@ -181,16 +193,20 @@ def robustness_section(folder: Path) -> str:
     parts.append(cost_section(summary))
     wall = summary["wall_seconds"]["total"]
     wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
-    untimed = summary.get("training_runs", 0) - len(summary["wall_seconds"]["train"])
+    invocations = summary["wall_seconds"].get("invocations", 1)
+    # Every policy but the shipped teacher trained once per seed.
+    trained = sum(record["seeds"] * (len(record["policies"]) - 1) for record in summary["tasks"].values())
+    untimed = trained - len(summary["wall_seconds"]["train"])
     reused = (
-        f" It excludes {untimed} training runs whose results existed before the first invocation (trained "
-        "with the same command by another budget of the script, then copied)."
+        f" It excludes {untimed} training runs that were already done when the recorded invocations started "
+        "(trained with the same command by another budget and copied, or by an invocation that stopped "
+        "before writing its summary)."
         if untimed > 0
         else ""
     )
     parts.append(
         f"Budget `{summary['budget']}`, wall time {wall_text} on 2 cores "
-        f"(over {summary['wall_seconds'].get('invocations', 1)} invocations of the script).{reused} "
+        f"(over {invocations} invocation{'s' if invocations > 1 else ''} of the script).{reused} "
         f"Script: `benchmarks/robustness.py`; raw output in `{_relative(folder)}`.\n"
     )
     return "\n".join(parts)
@@ -285,6 +301,12 @@ the observation attacker in its rollouts (`no-rollout-attacker`), and with the R
 at the profile's bound (`force-adversary`; AdvKD's default trains without it).
 
 {robustness_section(robustness_dir)}
+## The learned attacker's training budget
+
+The `optimal` rows above come from attackers trained briefly. The same attack with longer-trained
+attackers, on the Hopper-v5 teacher and the first AdvKD student of the table:
+
+{optimal_budget_section()}
 ## Main job: Hopper-v5 teacher and AdvKD student
 
 `rl-advkd distill` with its defaults: observation attacks at the profile's ε.

@@ -1,0 +1,120 @@
+"""
+Measure how the ``optimal`` attack's result depends on the attackers' training steps.
+
+The robustness benchmark trains its learned attackers for a short budget per policy. This script
+runs ``rl-advkd evaluate --attacks optimal`` on the same policies with several budgets, so the
+page shows how much a longer-trained attacker would lower the return. Two evaluations run at a
+time, one thread each. Raw outputs and ``summary.md`` go to ``benchmarks/results/optimal_budget/``.
+
+    python benchmarks/optimal_budget.py   # after benchmarks/robustness.py (it attacks its AdvKD student)
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results" / "optimal_budget"
+
+
+def sha256(path: Path) -> str:
+    """Return the SHA-256 of a file, or of ``model.zip`` for a teacher folder."""
+    target = path / "model.zip" if path.is_dir() else path
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def run_pairs(commands: dict[str, list[str]], log_dir: Path) -> dict[str, float]:
+    """Run the commands two at a time, one thread each, and return their wall times."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pending = list(commands.items())
+    running: list[tuple[str, subprocess.Popen, float, object]] = []
+    seconds = {}
+    while pending or running:
+        while pending and len(running) < 2:
+            name, command = pending.pop(0)
+            log = (log_dir / f"{name}.log").open("w")
+            running.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log))
+        time.sleep(0.5)
+        for entry in list(running):
+            name, process, started, log = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            log.close()
+            if process.returncode != 0:
+                raise SystemExit(f"{name} failed with exit status {process.returncode}; see {log_dir / (name + '.log')}")
+            seconds[name] = round(time.time() - started, 1)
+            print(f"done {name} in {seconds[name]:.0f} s", flush=True)
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--epsilon", type=float, default=0.075)
+    parser.add_argument("--steps", default="25000,100000,200000", help="attacker budgets, comma-separated (default: %(default)s)")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=10_000, help="evaluation seed, the robustness benchmark's first")
+    parser.add_argument("--teacher", type=Path, default=ROOT / "agents" / "Hopper-v5" / "teacher")
+    parser.add_argument(
+        "--student", type=Path, default=ROOT / "runs" / "robustness-full" / "Hopper-v5" / "advkd" / "seed0" / "student.zip"
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    policies = {"teacher": args.teacher, "advkd": args.student}
+    for name, path in policies.items():
+        if not path.exists():
+            option = "--teacher" if name == "teacher" else "--student"
+            raise SystemExit(f"{name} policy not found: {path}; run `python benchmarks/robustness.py` first or pass {option} PATH")
+    budgets = [int(value) for value in args.steps.split(",")]
+
+    commands = {}
+    for name, path in policies.items():
+        for steps in budgets:
+            commands[f"{name}-{steps}"] = [
+                sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(path), "--env", args.env,
+                "--attacks", "optimal", "--epsilon", f"{args.epsilon:g}", "--optimal-steps", str(steps),
+                "--episodes", str(args.episodes), "--seed", str(args.seed), "--out", str(args.out / f"{name}-{steps}.json"),
+            ]  # fmt: skip
+    seconds = run_pairs(commands, args.out / "logs")
+
+    lines = ["| policy | attacker steps | optimal return (falls) | chosen attacker | wall time |", "|---|---|---|---|---|"]
+    records = {}
+    for name in policies:
+        for steps in budgets:
+            record = json.loads((args.out / f"{name}-{steps}.json").read_text())
+            row = next(row for row in record["policies"][0]["rows"] if row["attack"] == "optimal")
+            records[f"{name}-{steps}"] = {"mean": row["mean"], "std": row["std"], "falls": row["falls"], "attacker": row["attacker"]}
+            lines.append(
+                f"| {name} | {steps:,} | {row['mean']:.0f} ± {row['std']:.0f} ({row['falls']}/{row['episodes']}) "
+                f"| {row['attacker']} | {seconds[f'{name}-{steps}']:.0f} s |"
+            )
+    lines.append(
+        f"\n{args.env}, ε = {args.epsilon:g}, {args.episodes} deterministic episodes per row (seed {args.seed}), three "
+        "attacker configurations per row, the strongest chosen on 10 separate episodes. Wall time: two evaluations "
+        "at a time on 2 cores. Script: `benchmarks/optimal_budget.py`.\n"
+    )
+    summary = {
+        "env_id": args.env,
+        "epsilon": args.epsilon,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "policies": {name: {"path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "sha256": sha256(path)} for name, path in policies.items()},
+        "rows": records,
+        "wall_seconds": seconds,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "summary.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
