@@ -12,11 +12,10 @@ time, one thread each. Raw outputs and ``summary.md`` go to ``benchmarks/results
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from robustness import Job, run_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "optimal_budget"
@@ -28,30 +27,8 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(target.read_bytes()).hexdigest()
 
 
-def run_pairs(commands: dict[str, list[str]], log_dir: Path) -> dict[str, float]:
-    """Run the commands two at a time, one thread each, and return their wall times."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pending = list(commands.items())
-    running: list[tuple[str, subprocess.Popen, float, object]] = []
-    seconds = {}
-    while pending or running:
-        while pending and len(running) < 2:
-            name, command = pending.pop(0)
-            log = (log_dir / f"{name}.log").open("w")
-            running.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log))
-        time.sleep(0.5)
-        for entry in list(running):
-            name, process, started, log = entry
-            if process.poll() is None:
-                continue
-            running.remove(entry)
-            log.close()
-            if process.returncode != 0:
-                raise SystemExit(f"{name} failed with exit status {process.returncode}; see {log_dir / (name + '.log')}")
-            seconds[name] = round(time.time() - started, 1)
-            print(f"done {name} in {seconds[name]:.0f} s", flush=True)
-    return seconds
+def wall_time(seconds: float | None) -> str:
+    return "not timed" if seconds is None else f"{seconds:.0f} s"
 
 
 def main() -> int:
@@ -75,15 +52,21 @@ def main() -> int:
             raise SystemExit(f"{name} policy not found: {path}; run `python benchmarks/robustness.py` first or pass {option} PATH")
     budgets = [int(value) for value in args.steps.split(",")]
 
-    commands = {}
+    jobs = []
     for name, path in policies.items():
         for steps in budgets:
-            commands[f"{name}-{steps}"] = [
+            out = args.out / f"{name}-{steps}.json"
+            command = [
                 sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(path), "--env", args.env,
                 "--attacks", "optimal", "--epsilon", f"{args.epsilon:g}", "--optimal-steps", str(steps),
-                "--episodes", str(args.episodes), "--seed", str(args.seed), "--out", str(args.out / f"{name}-{steps}.json"),
+                "--episodes", str(args.episodes), "--seed", str(args.seed), "--out", str(out),
             ]  # fmt: skip
-    seconds = run_pairs(commands, args.out / "logs")
+            jobs.append(Job(f"{name}-{steps}", command, out))
+
+    # Evaluations that finished in an earlier invocation are skipped and keep their recorded times.
+    previous = args.out / "summary.json"
+    seconds = json.loads(previous.read_text())["wall_seconds"] if previous.is_file() else {}
+    seconds.update(run_jobs(jobs, parallel=2, log_dir=args.out / "logs"))
 
     lines = ["| policy | attacker steps | optimal return (falls) | chosen attacker | wall time |", "|---|---|---|---|---|"]
     records = {}
@@ -94,7 +77,7 @@ def main() -> int:
             records[f"{name}-{steps}"] = {"mean": row["mean"], "std": row["std"], "falls": row["falls"], "attacker": row["attacker"]}
             lines.append(
                 f"| {name} | {steps:,} | {row['mean']:.0f} ± {row['std']:.0f} ({row['falls']}/{row['episodes']}) "
-                f"| {row['attacker']} | {seconds[f'{name}-{steps}']:.0f} s |"
+                f"| {row['attacker']} | {wall_time(seconds.get(f'{name}-{steps}'))} |"
             )
     lines.append(
         f"\n{args.env}, ε = {args.epsilon:g}, {args.episodes} deterministic episodes per row (seed {args.seed}), three "
