@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from robustness import Job, run_jobs
+from robustness import Job, evaluate_command, run_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "optimal_budget"
@@ -56,11 +56,8 @@ def main() -> int:
     for name, path in policies.items():
         for steps in budgets:
             out = args.out / f"{name}-{steps}.json"
-            command = [
-                sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(path), "--env", args.env,
-                "--attacks", "optimal", "--epsilon", f"{args.epsilon:g}", "--optimal-steps", str(steps),
-                "--episodes", str(args.episodes), "--seed", str(args.seed), "--out", str(out),
-            ]  # fmt: skip
+            extra = ["--optimal-steps", str(steps)]
+            command = evaluate_command(path, args.env, "optimal", f"{args.epsilon:g}", args.episodes, args.seed, out, extra)
             jobs.append(Job(f"{name}-{steps}", command, out))
 
     # Evaluations that finished in an earlier invocation are skipped and keep their recorded times.
@@ -80,8 +77,9 @@ def main() -> int:
                 f"| {row['attacker']} | {wall_time(seconds.get(f'{name}-{steps}'))} |"
             )
     lines.append(
-        f"\n{args.env}, ε = {args.epsilon:g}, {args.episodes} deterministic episodes per row (seed {args.seed}), three "
-        "attacker configurations per row, the strongest chosen on 10 separate episodes. Wall time: two evaluations "
+        f"\n{args.env}, ε = {args.epsilon:g}, {args.episodes} deterministic episodes per row (seed {args.seed}), "
+        f"{len(row['attackers'])} attacker configurations per row, the strongest chosen on "
+        f"{row['attackers'][0]['selection_episodes']} separate episodes. Wall time: two evaluations "
         "at a time on 2 cores. Script: `benchmarks/optimal_budget.py`.\n"
     )
     summary = {

@@ -161,6 +161,12 @@ def training_jobs(runs: Path, budget: Budget) -> list[Job]:
     return jobs
 
 
+def evaluate_command(policy: Path, env_id: str, attacks: str, epsilon: str, episodes: int, seed: int, out: Path, extra: list[str]) -> list[str]:
+    """Return the ``rl-advkd evaluate`` command line of one evaluation."""
+    return [sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(policy), "--env", env_id, "--attacks", attacks,
+            "--epsilon", epsilon, "--episodes", str(episodes), "--seed", str(seed), "--out", str(out), *extra]  # fmt: skip
+
+
 def evaluation_jobs(runs: Path, budget: Budget) -> list[Job]:
     jobs = []
     epsilons = {task: ",".join(f"{value:g}" for value in budget.epsilons[task]) for task in budget.tasks}
@@ -169,18 +175,19 @@ def evaluation_jobs(runs: Path, budget: Budget) -> list[Job]:
             # The teacher is deterministic and evaluated on the same episode seeds for every
             # seed of the students, so one evaluation per seed index keeps the tables aligned.
             for seed in range(budget.seeds[task]):
+                policy = policy_path(runs, task, variant, seed)
                 out = runs / task / variant / f"seed{seed}" / "evaluation.json"
-                command = [sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(policy_path(runs, task, variant, seed)),
-                           "--env", task, "--attacks", budget.attacks, "--epsilon", epsilons[task],
-                           "--episodes", str(budget.episodes), "--seed", str(10_000 + 1000 * seed),
-                           "--out", str(out), *budget.extra_evaluate]  # fmt: skip
+                episode_seed = 10_000 + 1000 * seed
+                command = evaluate_command(
+                    policy, task, budget.attacks, epsilons[task], budget.episodes, episode_seed, out, budget.extra_evaluate
+                )
                 jobs.append(Job(f"evaluate {task}/{variant}/seed{seed}", command, out))
+
                 if task in budget.optimal_epsilon:
                     out = out.with_name("evaluation-optimal.json")
-                    command = [sys.executable, "-m", "rl_advkd", "evaluate", "--policy", str(policy_path(runs, task, variant, seed)),
-                               "--env", task, "--attacks", "optimal", "--epsilon", f"{budget.optimal_epsilon[task]:g}",
-                               "--optimal-steps", str(budget.optimal_steps), "--episodes", str(budget.episodes),
-                               "--seed", str(10_000 + 1000 * seed), "--out", str(out), *budget.extra_evaluate]  # fmt: skip
+                    extra = ["--optimal-steps", str(budget.optimal_steps), *budget.extra_evaluate]
+                    epsilon = f"{budget.optimal_epsilon[task]:g}"
+                    command = evaluate_command(policy, task, "optimal", epsilon, budget.episodes, episode_seed, out, extra)
                     jobs.append(Job(f"optimal {task}/{variant}/seed{seed}", command, out))
     return jobs
 

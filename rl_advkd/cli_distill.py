@@ -185,7 +185,7 @@ def _add_teacher_loading_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    from rl_advkd.attacks import ATTACKER_CONFIGS, OPTIMAL_STEPS
+    from rl_advkd.attacks import ATTACKER_CONFIGS, OPTIMAL_STEPS, SELECTION_EPISODES
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -232,8 +232,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=len(ATTACKER_CONFIGS),
         help="attacker configurations the optimal attack trains, of "
-        f"{', '.join(config.name for config in ATTACKER_CONFIGS)}; the one with the lowest return on 10 separate "
-        "episodes is evaluated and reported (default: %(default)s)",
+        f"{', '.join(config.name for config in ATTACKER_CONFIGS)}; the one with the lowest return on "
+        f"{SELECTION_EPISODES} separate episodes is evaluated and reported (default: %(default)s)",
     )
     parser.add_argument(
         "--out",

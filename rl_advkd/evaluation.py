@@ -29,6 +29,7 @@ from rl_advkd.attacks import (
     ATTACKER_CONFIGS,
     OBSERVATION_ATTACKS,
     OPTIMAL_STEPS,
+    SELECTION_EPISODES,
     LearnedAttacker,
     perturb,
     train_optimal_attackers,
@@ -360,12 +361,14 @@ def optimal_row(
     episodes would add. ``attacker`` names the chosen configuration, and ``attackers`` lists every
     configuration with its hyperparameters, training steps and selection results.
 
-    :param selection_episodes: episodes per attacker for the choice (default: ``min(episodes, 10)``)
+    :param selection_episodes: episodes per attacker for the choice (default:
+        ``min(episodes, SELECTION_EPISODES)``)
     """
     # Training starts from seed + 40,000, so no attacker trains on the evaluation's episode seeds
     # (seed to seed + episodes - 1) or on those of the force adversary (from seed + 30,000).
     trained = train_optimal_attackers(policy, env_id, epsilon, total_timesteps, attackers, seed=seed + 40_000)
-    selection_episodes = selection_episodes or min(episodes, 10)
+    if selection_episodes is None:
+        selection_episodes = min(episodes, SELECTION_EPISODES)
 
     selection = []
     for attacker in trained:

@@ -3,6 +3,7 @@
 from rl_advkd.attacks.learned import (
     ATTACKER_CONFIGS,
     OPTIMAL_STEPS,
+    SELECTION_EPISODES,
     AttackerConfig,
     LearnedAttacker,
     attacker_configs,
@@ -21,6 +22,7 @@ __all__ = [
     "ATTACKER_CONFIGS",
     "OBSERVATION_ATTACKS",
     "OPTIMAL_STEPS",
+    "SELECTION_EPISODES",
     "AttackerConfig",
     "LearnedAttacker",
     "attacker_configs",

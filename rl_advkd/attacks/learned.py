@@ -52,6 +52,10 @@ ATTACKER_CONFIGS = (
 # than the gradient attacks, so a high return under `optimal` does not prove robustness.
 OPTIMAL_STEPS = 100_000
 
+# Episodes per trained attacker on which the evaluation chooses the strongest one, apart from the
+# evaluation episodes.
+SELECTION_EPISODES = 10
+
 # PPO's rollout length: SB3's default, or the whole budget when that is shorter, so a small budget
 # trains for the requested steps instead of one full 2048-step rollout.
 ROLLOUT_STEPS = 2048
