@@ -363,12 +363,16 @@ def optimal_row(
 
     :param selection_episodes: episodes per attacker for the choice (default:
         ``min(episodes, SELECTION_EPISODES)``)
+    :raises ValueError: for ``selection_episodes < 1``
     """
+    if selection_episodes is None:
+        selection_episodes = min(episodes, SELECTION_EPISODES)
+    if selection_episodes < 1:
+        raise ValueError(f"selection_episodes must be >= 1, got {selection_episodes}; pass e.g. selection_episodes=10")
+
     # Training starts from seed + 40,000, so no attacker trains on the evaluation's episode seeds
     # (seed to seed + episodes - 1) or on those of the force adversary (from seed + 30,000).
     trained = train_optimal_attackers(policy, env_id, epsilon, total_timesteps, attackers, seed=seed + 40_000)
-    if selection_episodes is None:
-        selection_episodes = min(episodes, SELECTION_EPISODES)
 
     selection = []
     for attacker in trained:

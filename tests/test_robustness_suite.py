@@ -151,6 +151,11 @@ def test_optimal_lowers_return(pendulum_teacher):
     assert all(entry["selection_episodes"] == episodes for entry in row["attackers"])
 
 
+def test_optimal_rejects_zero_selection_episodes(pendulum_teacher):
+    with pytest.raises(ValueError, match="selection_episodes must be >= 1, got 0"):
+        optimal_row(pendulum_teacher, PENDULUM, 0.3, 3, total_timesteps=64, selection_episodes=0, show_progress=False)
+
+
 def test_rows_per_epsilon_with_worst(pendulum_teacher):
     record = evaluate_policy(
         pendulum_teacher, PENDULUM, ["natural", "random", "force-random"], [0.0, 0.3], episodes=2, show_progress=False
